@@ -1,0 +1,94 @@
+"""The run configuration: one typed section per concern (`data.*`, `sim.*`, `model.*`, `train.*`,
+`eval.*`, `posttrain.*`). Defaults live only here and in the section dataclasses they import;
+TOML files and `--set` overrides may only override (see `recalign.configlib`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from recalign import configlib
+from recalign.configlib import field
+from recalign.data.simulator import SimConfig
+from recalign.models.config import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    name: str = field("sim", "dataset name (ml-100k, ml-latest-small, obd, sim, ...) or a file path")
+    data_dir: str = field("", "folder holding datasets; empty = $RECALIGN_DATA, then ~/.cache/recalign")
+    columns: str = field("", "column mapping for generic files: user=uid,item=iid,reward=rating,timestamp=ts")
+    no_header: bool = field(False, "generic files: the file has no header; `columns` lists names in file order")
+    duplicates: Literal["keep", "drop"] = field("keep", "exact duplicate rows (same user, item, time, reward): keep or drop")
+    min_user_interactions: int = field(3, "users with fewer interactions are dropped (leave-one-out needs 3)")
+    split: Literal["loo", "temporal"] = field("loo", "loo: per-user leave-one-out; temporal: global time cut-off")
+    temporal_cutoff: float = field(0.8, "temporal split: quantile of timestamps where test begins (validation takes the 10% before)")
+    high_reward: float = field(4.5, "held-out targets with reward >= this form the high-reward subset (paper: 4.5)")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = field(200, "maximum epochs (early stopping usually ends sooner)")
+    max_steps: int = field(0, "stop after this many optimizer steps (0 = no limit)")
+    batch_size: int = field(128, "sequences per optimizer step (before accumulation)")
+    grad_accum: int = field(1, "micro-batches accumulated per optimizer step")
+    lr: float = field(1e-3, "peak AdamW learning rate")
+    weight_decay: float = field(0.0, "AdamW weight decay")
+    warmup_steps: int = field(100, "linear warmup steps before the cosine decay")
+    cosine: bool = field(False, "decay the learning rate by a cosine over the planned steps after warmup")
+    clip_grad: float = field(1.0, "gradient norm clip (0 = off)")
+    seed: int = field(0, "seed of the model initialisation, the batch order and dropout")
+    eval_every: int = field(1, "validate every N epochs")
+    patience: int = field(10, "stop after this many validations without a better validation NDCG@10")
+    device: str = field("auto", "auto (cuda if available), cpu or cuda[:N]")
+    bf16: bool = field(True, "bf16 autocast on GPU (ignored on CPU)")
+    num_threads: int = field(0, "torch CPU threads (0 = torch default)")
+    progress: bool = field(True, "tqdm progress bar on stderr")
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field([10, 50, 200], "cut-offs k for HR@k and NDCG@k")
+    mask_seen: bool = field(True, "exclude items the user has already interacted with from the ranking")
+    batch_size: int = field(512, "users scored per evaluation batch")
+    item_chunk: int = field(262144, "items scored per chunk (running top-k keeps memory bounded)")
+
+
+@dataclass
+class PostTrainConfig:
+    method: str = field("exp_sft", "post-training method (see `recalign posttrain --list`)")
+    lam: float = field(1.0, "temperature λ of exponential weights exp(r/λ) (paper's knob)")
+    weight_norm: Literal["global", "batch", "context", "none"] = field("global", "normaliser Z of the weights")
+    max_weight: float = field(0.0, "clip normalised weights at this value (0 = no clip)")
+    reward_transform: Literal["none", "standardize", "user_center"] = field("none", "reward transform before weighting")
+    beta: float = field(0.1, "KL coefficient (ppo) / DPO temperature")
+    pairs: Literal["rm", "logged"] = field("rm", "dpo/ipo pairs: rm (online, reward model) or logged")
+    threshold: float = field(4.0, "filtered_sft: keep interactions with reward >= threshold")
+    epochs: int = field(5, "post-training epochs")
+    lr: float = field(1e-4, "post-training learning rate")
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(DataConfig(), "dataset and split")
+    sim: SimConfig = field(SimConfig(), "simulator (used when data.name = sim)")
+    model: ModelConfig = field(ModelConfig(), "backbone")
+    train: TrainConfig = field(TrainConfig(), "training loop")
+    eval: EvalConfig = field(EvalConfig(), "evaluation protocol")
+    posttrain: PostTrainConfig = field(PostTrainConfig(), "post-training")
+
+
+def load_config(config_file: str | Path | None = None, overrides: list[str] | None = None,
+                base: RunConfig | None = None) -> RunConfig:
+    """Defaults, then the TOML file, then `--set` overrides; unknown keys and wrong types raise."""
+    cfg = base if base is not None else RunConfig()
+    if config_file:
+        cfg = configlib.update(cfg, configlib.load_toml(config_file))
+    if overrides:
+        cfg = configlib.update(cfg, configlib.parse_overrides(overrides))
+    return cfg
+
+
+def config_from_dict(d: dict[str, Any]) -> RunConfig:
+    return configlib.update(RunConfig(), d)

@@ -1,0 +1,1 @@
+"""Backbones (SASRec, HSTU), output heads and the reward model."""

@@ -1,0 +1,23 @@
+"""The backbone configuration shared by SASRec and HSTU (`model.*` keys)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from recalign.configlib import field
+
+
+@dataclass
+class ModelConfig:
+    name: Literal["sasrec", "hstu"] = field("sasrec", "backbone: sasrec (Kang & McAuley 2018) or hstu (Zhai et al. 2024)")
+    dim: int = field(64, "hidden size D of item embeddings and every layer")
+    layers: int = field(2, "number of attention blocks")
+    heads: int = field(2, "attention heads per block")
+    max_len: int = field(50, "longest history the model sees; longer histories keep their most recent items")
+    dropout: float = field(0.2, "dropout on embeddings and inside blocks (SASRec paper: 0.2 on ML-1M)")
+    head: Literal["full", "sampled"] = field("full", "output head: full softmax over the catalog, or sampled softmax for large catalogs")
+    num_negatives: int = field(1024, "sampled head: shared negatives per batch (besides in-batch ones)")
+    negatives: Literal["uniform", "popularity"] = field("uniform", "sampled head: proposal for the shared negatives (logQ-corrected)")
+    temperature: float = field(1.0, "logits are divided by this temperature")
+    time_buckets: int = field(64, "hstu: log-scaled buckets of the time gap for the relative time bias")

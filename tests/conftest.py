@@ -1,0 +1,28 @@
+"""Shared fixtures. Real datasets come from $RECALIGN_DATA or ../shared/data; tests that need them
+skip with a reason where neither exists (CI has them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def find_shared_data() -> Path | None:
+    env = os.environ.get("RECALIGN_DATA")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
+        if (cand / "ml-100k").is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only folder of real datasets; never write into it."""
+    p = find_shared_data()
+    if p is None:
+        pytest.skip("real datasets not found: set RECALIGN_DATA or place shared/data beside the repo")
+    return p
