@@ -33,8 +33,8 @@ def test_leave_one_out_targets_and_training_rows():
 
 def test_temporal_split_uses_one_cutoff():
     inter = table()
-    sp = temporal(inter, cutoff=0.8, valid_width=0.1)
-    t_test = np.quantile(inter.timestamp, 0.8)
+    sp = temporal(inter, cutoff=0.6, valid_width=0.2)
+    t_test = np.quantile(inter.timestamp, 0.6)
     assert all(inter.timestamp[sp.test.target_row] >= t_test)
     assert all(sp.test.context_end == sp.test.target_row)
     assert not sp.train_rows()[sp.test.target_row].any()
