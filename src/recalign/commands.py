@@ -1,10 +1,108 @@
-"""Subcommands beyond `data`: pretrain, evaluate, recommend, posttrain, theory, demo (filled in as
-the issues land)."""
+"""Subcommands beyond `data`: pretrain, evaluate, recommend, posttrain, reward-model, theory and
+demo. Each maps its flags to config overrides and calls one function of `recalign.pipeline` (or
+the module that owns the stage)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from typing import Any
+
+
+def _cli():  # late import: cli imports this module
+    from recalign import cli
+
+    return cli
+
+
+def _print_metrics(metrics: dict[str, Any], title: str) -> None:
+    keys = [k for k in metrics if not k.startswith("_") and isinstance(metrics[k], (int, float))]
+    sys.stdout.write(f"{title}\n")
+    for k in keys:
+        v = metrics[k]
+        sys.stdout.write(f"  {k:<16} {v:.4f}\n" if isinstance(v, float) else f"  {k:<16} {v}\n")
+
+
+def _public(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if not k.startswith("_")}
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from recalign.pipeline import pretrain
+
+    extra = [f"model.name={json.dumps(args.model)}"] if args.model else []
+    cfg = _cli().resolve_config(args)
+    if extra:
+        from recalign.config import load_config
+
+        cfg = load_config(None, extra, base=cfg)
+    summary = pretrain(cfg, args.out, resume=args.resume)
+    if args.json:
+        _cli()._print_json(summary)
+    else:
+        sys.stdout.write(f"pretrained {cfg.model.name} on {cfg.data.name}: best epoch {summary['best_epoch']} "
+                         f"of {summary['epochs_run']}, {summary['train_seconds']:.1f} s; run folder {args.out}\n")
+        _print_metrics(summary["test"], "test metrics:")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from recalign.pipeline import evaluate_run
+
+    metrics = evaluate_run(args.run, args.split, device=args.device, overrides=args.overrides)
+    if args.json:
+        _cli()._print_json(_public(metrics))
+    else:
+        _print_metrics(metrics, f"{args.split} metrics of {args.run}:")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from recalign.pipeline import recommend_run
+
+    history = None if args.history is None else [h for h in args.history.split(",") if h]
+    out = recommend_run(args.run, user=args.user, history=history, k=args.k, exclude_seen=not args.include_seen,
+                        device=args.device)
+    if args.json:
+        _cli()._print_json(out)
+    else:
+        who = f"user {args.user}" if args.user is not None else f"a history of {out['history_length']} items"
+        sys.stdout.write(f"top {out['k']} for {who}:\n")
+        for rank, rec in enumerate(out["items"], 1):
+            sys.stdout.write(f"  {rank:>3}. {rec['item']}  (score {rec['score']:.3f})\n")
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the model subcommands to the `recalign` parser."""
+    cli = _cli()
+
+    p = sub.add_parser("pretrain", help="stage 1: next-item pretraining (behaviour cloning)")
+    cli._add_data_args(p, positional=False)
+    p.add_argument("--model", choices=["sasrec", "hstu"], help="backbone (same as --set model.name=...)")
+    cli._add_config_args(p)
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("evaluate", help="full-ranking metrics of a run on its validation or test targets")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--split", choices=["valid", "test"], default="test")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an evaluation field, e.g. --set eval.mask_seen=false")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("recommend", help="top-k items for a user or an explicit history (original ids)")
+    p.add_argument("run", help="run folder")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--user", help="original user id: their whole logged history is the context")
+    g.add_argument("--history", help="comma-separated original item ids, oldest first")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--include-seen", action="store_true", help="allow items already in the history")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_recommend)

@@ -10,8 +10,10 @@ The path from a logged reward to the weight that multiplies `-log π_θ(a_t | s_
   stage 2). Log weights are float64: `r/λ` reaches 1e8 for r = 1e4, λ = 1e-4, and float32 would
   round it to a multiple of 8.
 - `normalize`: divides by `Z` (`global`, `batch`, `context`, `none`), optionally clips at
-  `max_weight`, and only then leaves log space. `exp` is only ever applied to `log w − log Z`
-  with `log Z ≥ max log w` up to the count, so weights stay finite for any `r/λ`.
+  `max_weight`, and only then leaves log space. `exp` is only applied to `log w − log Z` where
+  that is at most `log n` (`global`: `Z` over the set the batch is drawn from; `none`: shifted by
+  that set's max; `batch`/`context`: shifted by the group's max), so weights stay finite for any
+  `r/λ`.
 - `ess`: the effective sample size `(Σw)² / (n·Σw²)` in `(0, 1]`, the diagnostic of how
   aggressive `λ` is.
 
@@ -212,24 +214,27 @@ def normalize(
         if log_shift is None:
             raise ValueError("weight_norm 'none' needs log_shift (max log weight over the training set)")
         w = _safe_exp(lw, torch.tensor(log_shift, dtype=lw.dtype, device=lw.device))
-    elif norm == "batch":
-        count = mask.sum().to(lw.dtype)
-        log_z = torch.logsumexp(lw, 0) - torch.log(count.clamp_min(1))
-        w = _safe_exp(lw, log_z)
     else:
-        if context is None:
-            raise ValueError("weight_norm 'context' needs the context id of each position")
-        if context.shape != lw.shape:
-            raise ValueError(f"context {tuple(context.shape)} and weights {tuple(lw.shape)} differ in shape")
-        gid, g = _group_ids(context)
+        # batch = one context holding every position. Shift by the group's max (so the largest
+        # exp is 1) and divide in linear space: exp(lw − max) is exact where exp(lw − log Z)
+        # would lose the precision of a large `lw` (1e8 for r = 1e4, λ = 1e-4).
+        if norm == "batch":
+            gid, g = torch.zeros_like(lw, dtype=torch.long), 1
+        else:
+            if context is None:
+                raise ValueError("weight_norm 'context' needs the context id of each position")
+            if context.shape != lw.shape:
+                raise ValueError(f"context {tuple(context.shape)} and weights {tuple(lw.shape)} differ in shape")
+            gid, g = _group_ids(context)
         gmax = torch.full((g,), -math.inf, dtype=lw.dtype, device=lw.device)
         gmax = gmax.scatter_reduce(0, gid, lw, reduce="amax", include_self=True)
         gmax = torch.where(torch.isfinite(gmax), gmax, torch.zeros_like(gmax))
-        gsum = torch.zeros(g, dtype=lw.dtype, device=lw.device).index_add_(0, gid, torch.exp(lw - gmax[gid]))
+        shifted = torch.exp(lw - gmax[gid])  # in [0, 1]; 1 at each group's max
+        gsum = torch.zeros(g, dtype=lw.dtype, device=lw.device).index_add_(0, gid, shifted)
         gcount = torch.zeros(g, dtype=lw.dtype, device=lw.device).index_add_(0, gid, mask.to(lw.dtype))
-        # log mean of each context's weights; -inf where a context has no positive weight.
-        log_z = gmax + torch.log(gsum) - torch.log(gcount.clamp_min(1))
-        w = _safe_exp(lw, log_z[gid])
+        # gsum >= 1 in a group with a positive weight; 0 (weights stay 0) in one without.
+        scale = torch.where(gsum > 0, gcount / gsum.clamp_min(torch.finfo(lw.dtype).tiny), torch.zeros_like(gsum))
+        w = shifted * scale[gid]
 
     if max_weight > 0:
         w = w.clamp(max=max_weight)

@@ -1,0 +1,63 @@
+"""Evaluate a recommender on held-out targets: full-catalog ranking in user batches and item
+chunks, seen items masked by the `mask_seen` flag, every metric also on the high-reward targets
+(and, on the simulator, the oracle's true value of the top-10 list)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from recalign.config import EvalConfig
+from recalign.data.sequences import SequenceData
+from recalign.data.split import Targets
+from recalign.eval.metrics import ranking_metrics, reward_metrics, target_ranks, topk_items
+from recalign.models.recommender import Recommender
+
+
+@torch.no_grad()
+def user_queries(model: Recommender, seq: SequenceData, targets: Targets, idx: np.ndarray,
+                 device: torch.device) -> torch.Tensor:
+    items, ts = seq.context_batch(targets, idx)
+    return model.last_hidden(items.to(device), ts.to(device)).float()
+
+
+@torch.no_grad()
+def evaluate_targets(model: Recommender, seq: SequenceData, targets: Targets, cfg: EvalConfig,
+                     high_reward: float, simulator: Any = None, return_ranks: bool = False) -> dict[str, Any]:
+    """Metrics of `model` on `targets` (`hr@k`, `ndcg@k`, `mrr`, `high/...`, `rw_ndcg@k`; and
+    `true_value` when a simulator is given). With `return_ranks`, also `_ranks` (per-user array)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    weight = model.item_weight.float()
+    ranks, values = [], []
+    n = len(targets)
+    for lo in range(0, n, cfg.batch_size):
+        idx = np.arange(lo, min(n, lo + cfg.batch_size))
+        q = user_queries(model, seq, targets, idx, device)
+        exclude = None
+        if cfg.mask_seen:
+            indptr, seen = seq.seen_items(targets, idx)
+            exclude = (indptr.to(device), seen.to(device))
+        tgt, _ = seq.target_tokens(targets, idx)
+        ranks.append(target_ranks(q, weight, tgt.to(device), exclude=exclude, item_chunk=cfg.item_chunk,
+                                  temperature=model.cfg.temperature).cpu())
+        if simulator is not None:
+            _, tokens = topk_items(q, weight, 10, exclude=exclude, item_chunk=cfg.item_chunk)
+            values.append(simulator.policy_value(targets.users[idx], (tokens.cpu().numpy() - 1)))
+    r = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
+    rewards = seq.reward[targets.target_row]
+    out: dict[str, Any] = ranking_metrics(r, cfg.ks)
+    out.update(reward_metrics(r, rewards, cfg.ks, high_reward))
+    if simulator is not None:
+        per_user = np.concatenate(values) if values else np.zeros(0)
+        out["true_value"] = float(per_user.mean()) if per_user.size else float("nan")
+        if return_ranks:
+            out["_true_values"] = per_user
+    if return_ranks:
+        out["_ranks"] = r
+    if was_training:
+        model.train()
+    return out

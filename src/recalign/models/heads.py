@@ -1,0 +1,242 @@
+"""Output heads: score hidden states against the tied item table and compute next-item losses.
+
+Tokens: item code c is token c+1, token 0 is padding; `item_weight` is the backbone's tied table
+`model.item_emb.weight`, `[N+1, D] float`, and logits are `hidden @ item_weight.T / temperature`
+with the padding column set to -inf.
+
+Both heads' `loss(hidden, targets, weights, item_weight)` use one normalisation:
+
+    loss = sum_{targets > 0} weights * nll / max(1, count(targets > 0))
+
+The weights carry padding masks, reward weights and importance weights; a head never invents a
+weighting of its own. Only positions with a target are scored: they are gathered first, so no
+logits are formed for padded positions.
+
+Diagnostics are detached tensors (0-dim) or ints, so that logging them costs no device sync
+until the caller asks for the number.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recalign.models.config import ModelConfig
+
+
+def full_logits(
+    hidden: torch.Tensor, item_weight: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Scores of every token: `[..., D] float`, `[N+1, D] float` -> `[..., N+1] float`, column 0 = -inf."""
+    logits = hidden @ item_weight.T / temperature
+    logits[..., 0] = float("-inf")
+    return logits
+
+
+def _gather_targets(
+    hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep positions with a target: -> hidden `[M, D]`, targets `[M] long`, weights `[M] float`."""
+    if targets.shape != hidden.shape[:-1] or weights.shape != targets.shape:
+        raise ValueError(
+            f"shapes disagree: hidden {tuple(hidden.shape)}, targets {tuple(targets.shape)}, "
+            f"weights {tuple(weights.shape)} (expected [B, L, D], [B, L], [B, L])"
+        )
+    sel = targets > 0
+    return hidden[sel], targets[sel], weights[sel].float()
+
+
+class TiedHead(nn.Module):
+    """Common part of the heads: the temperature and full-catalog log-probabilities."""
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        self.temperature = temperature
+
+    def log_probs(self, hidden: torch.Tensor, item_weight: torch.Tensor) -> torch.Tensor:
+        """Full log-softmax over the catalog: `[B, D]` (or `[..., D]`) -> `[B, N+1] float32`,
+        column 0 = -inf."""
+        return F.log_softmax(full_logits(hidden, item_weight, self.temperature).float(), dim=-1)
+
+
+class FullSoftmaxHead(TiedHead):
+    """Softmax over the whole catalog (one matmul per batch)."""
+
+    def loss(
+        self,
+        hidden: torch.Tensor,
+        targets: torch.Tensor,
+        weights: torch.Tensor,
+        item_weight: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict]:
+        """Weighted next-item negative log-likelihood.
+
+        Args:
+            hidden: `[B, L, D] float` backbone states.
+            targets: `[B, L] long` next-item tokens, 0 = no target.
+            weights: `[B, L] float` per-position weights.
+            item_weight: `[N+1, D] float` tied item table.
+        Returns:
+            loss (scalar) = sum(weights * nll) / max(1, count(targets > 0)), with
+            nll = -log softmax over tokens 1..N of the target; and diagnostics
+            `nll` (unweighted mean), `n_targets`, `weight_sum`.
+        """
+        h, t, w = _gather_targets(hidden, targets, weights)  # [M, D], [M], [M]
+        logits = full_logits(h, item_weight, self.temperature).float()  # [M, N+1]
+        nll = F.cross_entropy(logits, t, reduction="none")  # [M]
+        m = max(1, t.numel())
+        loss = (w * nll).sum() / m
+        diag = {
+            "nll": nll.detach().sum() / m,
+            "n_targets": t.numel(),
+            "weight_sum": w.detach().sum(),
+        }
+        return loss, diag
+
+
+class SampledSoftmaxHead(TiedHead):
+    """Sampled softmax for large catalogs: in-batch negatives plus shared sampled negatives, with
+    logQ correction (Bengio & Senecal 2008; Jean et al. 2015; Yi et al. 2019 for in-batch).
+
+    For the gathered positions i = 1..M (those with a target) the candidates are the M batch
+    targets (column i is position i's own target, the positive) followed by `num_negatives`
+    shared negatives drawn with replacement from the proposal. Every candidate column j gets the
+    corrected logit `s_ij - log Q_j`, the positive included (each column is treated as a sample
+    from its Q, as in Yi et al. 2019 and TensorFlow's sampled softmax):
+
+    - shared negatives: Q = the proposal probability (uniform: 1/N; popularity: count / total);
+    - in-batch columns: Q = the unigram probability of the item as a target, count / total from
+      `item_counts` when given, otherwise its empirical frequency among the batch's M targets.
+
+    Both are per-draw probabilities (not expected counts), so every sample weighs the same in the
+    estimate of the partition function whatever the sizes of the two groups. Accidental hits (a
+    non-diagonal candidate equal to the row's own target) are masked to -inf. Memory is
+    O(M * (M + num_negatives)) for the logits.
+
+    Args:
+        num_negatives: shared negatives per batch (K).
+        proposal: "uniform" or "popularity".
+        item_counts: `[N+1]` counts per token (index 0 ignored); required for "popularity",
+            optional otherwise (then it gives the in-batch Q).
+        temperature: logits are divided by it before the correction.
+        generator: optional `torch.Generator` for the negatives (else the global RNG).
+    """
+
+    def __init__(
+        self,
+        num_negatives: int,
+        proposal: str = "uniform",
+        item_counts: np.ndarray | torch.Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__(temperature)
+        if proposal not in ("uniform", "popularity"):
+            raise ValueError(f"unknown proposal {proposal!r}; valid: uniform, popularity")
+        if num_negatives < 0:
+            raise ValueError(f"num_negatives must be >= 0; got {num_negatives}")
+        if proposal == "popularity" and item_counts is None:
+            raise ValueError("the popularity proposal needs item_counts")
+        self.num_negatives = num_negatives
+        self.proposal = proposal
+        self.generator = generator
+        self.n_tokens: int | None = None
+        if item_counts is not None:
+            counts = torch.as_tensor(np.asarray(item_counts), dtype=torch.float64).clone()
+            if counts.ndim != 1 or counts.numel() < 2:
+                raise ValueError(
+                    f"item_counts must be 1-D of length N+1; got shape {tuple(counts.shape)}"
+                )
+            counts[0] = 0.0
+            if (counts < 0).any() or counts.sum() <= 0:
+                raise ValueError("item_counts must be non-negative counts, not all zero")
+            self.n_tokens = counts.numel()
+            p = counts / counts.sum()
+            floor = p[p > 0].min()  # an item seen as a target has a nonzero frequency
+            self.register_buffer("log_unigram", p.clamp(min=floor).log().float(), persistent=False)
+            cdf = p.cumsum(0)
+            self.register_buffer("cdf", cdf / cdf[-1], persistent=False)
+
+    def sample_negatives(self, n_items: int, device: torch.device) -> torch.Tensor:
+        """`[K] long` tokens in 1..N drawn with replacement from the proposal."""
+        K = self.num_negatives
+        g = self.generator
+        gdev = g.device if g is not None else device
+        if self.proposal == "uniform":
+            neg = torch.randint(1, n_items + 1, (K,), generator=g, device=gdev)
+        else:
+            u = torch.rand(K, generator=g, device=gdev, dtype=torch.float64)
+            neg = torch.searchsorted(self.cdf.to(gdev), u, right=True).clamp(1, n_items)
+        return neg.to(device)
+
+    def loss(
+        self,
+        hidden: torch.Tensor,
+        targets: torch.Tensor,
+        weights: torch.Tensor,
+        item_weight: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict]:
+        """Weighted sampled-softmax next-item loss (same normalisation as the full head).
+
+        Args:
+            hidden, targets, weights, item_weight: as `FullSoftmaxHead.loss`.
+            negatives: optional `[K] long` shared negatives (tokens 1..N) to use instead of
+                sampling (tests, or a caller that shares them across steps).
+        Returns:
+            loss (scalar) and diagnostics `nll` (unweighted mean of the sampled nll),
+            `n_targets`, `weight_sum`, `accidental_hits` (masked candidates, in-batch and shared),
+            `accidental_hits_shared` (those among the shared negatives).
+        """
+        n_items = item_weight.shape[0] - 1
+        if self.n_tokens is not None and self.n_tokens != n_items + 1:
+            raise ValueError(
+                f"item_counts has {self.n_tokens} entries but item_weight has {n_items + 1} rows"
+            )
+        h, t, w = _gather_targets(hidden, targets, weights)  # [M, D], [M], [M]
+        M = t.numel()
+        neg = self.sample_negatives(n_items, item_weight.device) if negatives is None else negatives
+        cand = torch.cat([t, neg.to(t.device)])  # [M + K]
+        logits = (h @ item_weight[cand].T).float() / self.temperature  # [M, M + K]
+        logits = logits - torch.cat([self._log_q_in_batch(t), self._log_q_proposal(neg, n_items)])
+        hit = cand[None, :] == t[:, None]  # [M, M + K]
+        rows = torch.arange(M, device=t.device)
+        hit[rows, rows] = False  # the positive itself
+        logits = logits.masked_fill(hit, float("-inf"))
+        nll = F.cross_entropy(logits, rows, reduction="none")  # [M]
+        m = max(1, M)
+        loss = (w * nll).sum() / m
+        diag = {
+            "nll": nll.detach().sum() / m,
+            "n_targets": M,
+            "weight_sum": w.detach().sum(),
+            "accidental_hits": hit.sum(),
+            "accidental_hits_shared": hit[:, M:].sum(),
+        }
+        return loss, diag
+
+    def _log_q_in_batch(self, t: torch.Tensor) -> torch.Tensor:
+        """`[M] long` batch targets -> `[M] float` log unigram probability of each."""
+        if self.n_tokens is not None:
+            return self.log_unigram.to(t.device)[t]
+        _, inverse, counts = torch.unique(t, return_inverse=True, return_counts=True)
+        return (counts[inverse].float() / max(1, t.numel())).log()
+
+    def _log_q_proposal(self, neg: torch.Tensor, n_items: int) -> torch.Tensor:
+        """`[K] long` shared negatives -> `[K] float` log proposal probability of each."""
+        if self.proposal == "uniform":
+            return torch.full(neg.shape, -float(np.log(n_items)), device=neg.device)
+        return self.log_unigram.to(neg.device)[neg]
+
+
+def make_head(cfg: ModelConfig, item_counts: np.ndarray | torch.Tensor | None = None) -> TiedHead:
+    """The output head named by `cfg.head` ("full" or "sampled")."""
+    if cfg.head == "full":
+        return FullSoftmaxHead(cfg.temperature)
+    if cfg.head == "sampled":
+        return SampledSoftmaxHead(cfg.num_negatives, cfg.negatives, item_counts, cfg.temperature)
+    raise ValueError(f"unknown head {cfg.head!r}; valid: full, sampled")

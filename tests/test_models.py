@@ -1,0 +1,165 @@
+"""Backbones: shapes, finiteness under left padding, causality, padding invariance, and a few
+training steps on a toy task."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from recalign.models.build import build_backbone
+from recalign.models.config import ModelConfig
+from recalign.models.heads import FullSoftmaxHead
+from recalign.models.hstu import HSTU, gap_buckets
+
+N_ITEMS = 20
+NAMES = ["sasrec", "hstu"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(name: str, **kw) -> ModelConfig:
+    base = dict(name=name, dim=16, layers=2, heads=2, max_len=16, dropout=0.1, time_buckets=8)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def model(name: str, seed: int = 0, **kw) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    m = build_backbone(tiny(name, **kw), N_ITEMS).eval()
+    if isinstance(m, HSTU):  # make the (zero-initialised) relative biases matter
+        with torch.no_grad():
+            for layer in m.layers:
+                layer.rab.pos.normal_()
+                layer.rab.time.normal_()
+    return m
+
+
+def left_pad(seqs: list[list[int]], L: int) -> torch.Tensor:
+    return torch.tensor([[0] * (L - len(s)) + s for s in seqs])
+
+
+def times_for(items: torch.Tensor) -> torch.Tensor:
+    """Increasing timestamps with irregular gaps, right-aligned (the most recent item is always
+    at the same time, whatever the padding), 0 at padding."""
+    gaps = torch.tensor([1, 30, 3600, 5, 86400 * 7, 2, 600, 40000] * 4)[: items.shape[1]]
+    t = 1_600_000_000 - gaps.cumsum(0).flip(0)  # [L]: column c is sum(gaps[:L-c]) before
+    return t.expand_as(items) * (items > 0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shapes_and_forward_is_encode(name):
+    m = model(name)
+    items = torch.randint(1, N_ITEMS + 1, (3, 10))
+    h = m.encode(items)
+    assert h.shape == (3, 10, 16) and h.dtype == torch.float32
+    assert torch.equal(m(items), h)
+    assert m.item_emb.weight.shape == (N_ITEMS + 1, 16)
+    assert torch.all(m.item_emb.weight[0] == 0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("with_time", [False, True])
+def test_heavy_left_padding_is_finite_in_forward_and_backward(name, with_time):
+    m = model(name).train()
+    items = left_pad([[], [7], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]], 12)  # row 0: all padding
+    ts = times_for(items) if with_time else None
+    h = m(items, ts)
+    assert torch.isfinite(h).all()
+    h.pow(2).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("with_time", [False, True])
+def test_causal(name, with_time):
+    """Changing the item (and time) at position 7 leaves positions 0..6 unchanged."""
+    m = model(name)
+    items = left_pad([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3]], 12)
+    ts = times_for(items) if with_time else None
+    changed = items.clone()
+    changed[0, 7] = 17
+    ts2 = None
+    if with_time:
+        ts2 = ts.clone()
+        ts2[0, 7:] += 999_999
+    a, b = m(items, ts), m(changed, ts2)
+    torch.testing.assert_close(a[:, :7], b[:, :7], rtol=0, atol=1e-6)
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("with_time", [False, True])
+def test_padding_invariance(name, with_time):
+    """A history's states do not depend on how much padding precedes it (eval mode)."""
+    m = model(name)
+    seq = [4, 8, 15, 16, 2]
+    short, long = left_pad([seq], 8), left_pad([seq], 15)  # 3 vs 10 padding tokens
+    h_short = m(short, times_for(short) if with_time else None)
+    h_long = m(long, times_for(long) if with_time else None)
+    torch.testing.assert_close(h_short[:, -5:], h_long[:, -5:], rtol=1e-5, atol=1e-5)
+
+
+def test_hstu_time_bias_used_only_with_timestamps():
+    m = model("hstu")
+    items = left_pad([[3, 1, 4, 1, 5, 9]], 8)
+    h_none, h_time = m(items), m(items, times_for(items))
+    assert torch.isfinite(h_time).all()
+    assert not torch.allclose(h_none[:, -1], h_time[:, -1])
+    with torch.no_grad():
+        for layer in m.layers:
+            layer.rab.time.zero_()
+    torch.testing.assert_close(m(items, times_for(items)), h_none)
+
+
+def test_gap_buckets():
+    day = 86400
+    ts = torch.tensor([[0, 0, 1, 60, day, 365 * day, 100 * 365 * day]])
+    b = gap_buckets(ts, 8)[0, :, 0]  # gap of each timestamp to the first one
+    assert b.tolist()[:3] == [0, 0, 1]  # < 1 s -> 0; 1 s -> first log bucket
+    assert torch.all(b.diff() >= 0) and b[-1] == 7 and b.max() <= 7
+    all_pairs = gap_buckets(ts, 8)
+    assert torch.equal(all_pairs, all_pairs.transpose(1, 2))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_too_long_raises(name):
+    with pytest.raises(ValueError, match="max_len"):
+        model(name)(torch.ones(1, 17, dtype=torch.long))
+
+
+def test_unknown_backbone_lists_valid_names():
+    with pytest.raises(ValueError, match="sasrec, hstu"):
+        build_backbone(dataclasses.replace(tiny("sasrec"), name="gru4rec"), N_ITEMS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_few_steps_reduce_loss_on_repeating_sequences(name):
+    """Histories follow the cycle 1, 2, ..., 6, 1, 2, ...; the next item is predictable."""
+    torch.manual_seed(0)
+    m = build_backbone(tiny(name, dropout=0.0, layers=1), N_ITEMS).train()
+    head = FullSoftmaxHead()
+    starts = torch.arange(16) % 6
+    seq = (starts[:, None] + torch.arange(11)) % 6 + 1  # [16, 11] tokens 1..6
+    items, targets = seq[:, :-1], seq[:, 1:]
+    items[:4, :3] = 0  # some left padding
+    targets = targets * (items > 0)
+    weights = (targets > 0).float()
+    ts = times_for(items) if name == "hstu" else None
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(25):
+        loss, _ = head.loss(m(items, ts), targets, weights, m.item_emb.weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
