@@ -68,8 +68,16 @@ class PostTrainConfig:
     beta: float = field(0.1, "KL coefficient (ppo) / DPO temperature")
     pairs: Literal["rm", "logged"] = field("rm", "dpo/ipo pairs: rm (online, reward model) or logged")
     threshold: float = field(4.0, "filtered_sft: keep interactions with reward >= threshold")
+    clip_eps: float = field(0.2, "ppo: clip ε of the probability ratio (Schulman et al. 2017)")
+    k_samples: int = field(8, "ppo / online dpo: items sampled per context from the current policy")
+    gamma: float = field(0.0, "cql: discount γ of the TD target along the sequence (0 = bandit)")
+    cql_alpha: float = field(1.0, "cql: weight α of logsumexp_a Q(s,a) − Q(s,a_logged) (Kumar et al. 2020)")
+    ips_clip: float = field(10.0, "ips: cap of the importance ratio π_θ/π_β (0 = no cap)")
+    topk: int = field(0, "ips: slate size K of the top-K correction K(1−π)^(K−1) (0 = off; Chen et al. 2019)")
+    asft_weight: Literal["exp", "pos"] = field("exp", "asft: w = exp(A/λ) or max(A, 0), A = r − b(s)")
     epochs: int = field(5, "post-training epochs")
     lr: float = field(1e-4, "post-training learning rate")
+    batch_size: int = field(0, "post-training sequences per step (0 = train.batch_size)")
 
 
 @dataclass

@@ -51,7 +51,7 @@ def dataset_stats(inter: Interactions, high_reward: float = 4.5) -> dict[str, An
     out["reward_histogram"] = _histogram(rw)
     if inter.propensity is not None and n:
         p = inter.propensity.astype(np.float64)
-        out["propensity"] = {"min": float(p.min()), "max": float(p.max()), "mean": float(p.mean())}
+        out["propensity"] = {"min": _f32(p.min()), "max": _f32(p.max()), "mean": float(p.mean())}
     out["sequence_length"] = _quantiles(counts)
     out["time_span"] = _time_span(ts)
 
@@ -78,7 +78,12 @@ def _reward_summary(rw: np.ndarray) -> dict[str, float]:
     if rw.size == 0:
         return {"min": float("nan"), "max": float("nan"), "mean": float("nan")}
     x = rw.astype(np.float64)
-    return {"min": float(x.min()), "max": float(x.max()), "mean": float(x.mean()), "std": float(x.std())}
+    return {"min": _f32(x.min()), "max": _f32(x.max()), "mean": float(x.mean()), "std": float(x.std())}
+
+
+def _f32(v: float) -> float:
+    """A float32 value as the shortest decimal that rounds to it (0.0125, not 0.01250000018)."""
+    return float(str(np.float32(v)))
 
 
 def _fmt_value(v: float) -> str:

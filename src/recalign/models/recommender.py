@@ -18,7 +18,7 @@ class Recommender(nn.Module):
         self.cfg = cfg
         self.n_items = n_items
         self.backbone = build_backbone(cfg, n_items)
-        counts = np.ones(n_items + 1) if item_counts is None else np.asarray(item_counts, dtype=np.float64)
+        counts = None if item_counts is None else np.asarray(item_counts, dtype=np.float64)
         self.head = make_head(cfg, counts)
 
     @property

@@ -48,6 +48,7 @@ TIME_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _ARROW_UNIT = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INT64_SAFE = 9.2e18
+BLOCK_SIZE = 1 << 24  # bytes per arrow read block (tests shrink it to cross block boundaries)
 
 
 # ---------------------------------------------------------------------------- the raw columns
@@ -494,7 +495,7 @@ def read_delimited(
             path=path, row=1,
         )
     read = pacsv.ReadOptions(column_names=names, skip_rows=1 if skip_header else 0,
-                             block_size=1 << 24)
+                             block_size=BLOCK_SIZE)
     parse = pacsv.ParseOptions(delimiter=delimiter)
     wanted = list(dict.fromkeys(select.values()))
     numeric = {select[r]: pa.float64() for r in ("reward", "propensity") if r in select}
@@ -582,7 +583,7 @@ def read_json_lines(path: Path, select: dict[str, str], time_unit: str = "s",
     try:
         table = pajson.read_json(
             path,
-            read_options=pajson.ReadOptions(block_size=1 << 24),
+            read_options=pajson.ReadOptions(block_size=BLOCK_SIZE),
             parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
         )
     except pa.ArrowException:
