@@ -226,6 +226,12 @@ class Simulator:
         self._cl_cum_before = cum0[self._cl_start[:-1]]
         self._within = self.popularity / self._cl_mass[self.item_cluster]  # pop_a / pop(k(a))
         self._cum_pop = np.cumsum(self.popularity)
+        # Cluster softmax laid out as G groups of H columns (zero padding), for two-level sampling.
+        self._h = int(np.ceil(np.sqrt(k)))
+        self._g = -(-k // self._h)
+        mat = np.zeros((d, self._g * self._h), dtype=np.float32)
+        mat[:, :k] = cfg.logging_beta * self.cluster_vec.T
+        self._cluster_mat = mat
 
     # ------------------------------------------------------------------ building blocks
     def reward_logit(self, taste: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -241,13 +247,22 @@ class Simulator:
         eta = np.float32(self.cfg.drift)
         return _normalise((np.float32(1) - eta) * taste + eta * self.item_vec[items])
 
+    def _cluster_weights(self, taste: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unnormalised weights of the logging softmax over clusters, `[U, G·H]` float32 (padding
+        columns 0), and their group sums `[U, G]` float64 (their total is the normaliser)."""
+        w = _normalise(taste @ self._distort_t) @ self._cluster_mat
+        # |logit| <= logging_beta (unit vectors): shifting by it cannot overflow; past 40 use the max.
+        beta = self.cfg.logging_beta
+        w -= w.max(axis=1, keepdims=True) if beta > 40 else np.float32(beta)
+        np.exp(w, out=w)
+        w[:, self.n_clusters:] = 0.0
+        groups = w.reshape(len(w), self._g, self._h).sum(axis=2, dtype=np.float64)
+        return w, groups
+
     def cluster_probs(self, taste: np.ndarray) -> np.ndarray:
         """`P_s(k)` of the logging policy's taste component: `[U, dim]` tastes → `[U, K]` float64."""
-        seen = _normalise(taste @ self._distort_t)
-        logits = self.cfg.logging_beta * (seen @ self.cluster_vec.T).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(axis=1, keepdims=True)
+        w, groups = self._cluster_weights(taste)
+        return w[:, : self.n_clusters] / groups.sum(axis=1, keepdims=True)
 
     def _pi_items(self, pk: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Unrestricted π_β of `items` ([U, K] or a chunk range broadcast) given cluster probs `pk`."""
@@ -256,8 +271,8 @@ class Simulator:
         return (self._w_pop * self.popularity[items] + self._w_taste * taste_part * self._within[items]
                 + self._w_unif / self.cfg.n_items)
 
-    def _draw(self, pk: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """One draw from the unrestricted π_β per row, from uniforms `u` [3, R]."""
+    def _draw(self, w: np.ndarray, groups: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """One draw per row from the unrestricted π_β, given `_cluster_weights` and uniforms [3, R]."""
         n = self.cfg.n_items
         comp_u, item_u, cl_u = u
         out = np.minimum((item_u * n).astype(np.int64), n - 1)  # uniform component
@@ -265,15 +280,20 @@ class Simulator:
         if pop.any():
             idx = np.searchsorted(self._cum_pop, item_u[pop] * self._cum_pop[-1], side="right")
             out[pop] = np.minimum(idx, n - 1)
-        tst = (comp_u >= self._w_pop) & (comp_u < self._w_pop + self._w_taste)
-        if tst.any():
-            cum = np.cumsum(pk[tst], axis=1)
-            k = (cum < (cl_u[tst] * cum[:, -1])[:, None]).sum(axis=1)
-            k = np.minimum(k, self.n_clusters - 1)
-            target = self._cl_cum_before[k] + item_u[tst] * self._cl_mass[k]
+        rows = np.flatnonzero((comp_u >= self._w_pop) & (comp_u < self._w_pop + self._w_taste))
+        if rows.size:
+            # Inverse CDF in two levels: the group, then the cluster inside it.
+            cg = np.cumsum(groups[rows], axis=1)
+            target = cl_u[rows] * cg[:, -1]
+            g = np.minimum((cg < target[:, None]).sum(axis=1), self._g - 1)
+            rest = target - (cg[np.arange(rows.size), g] - groups[rows, g])
+            ch = np.cumsum(w.reshape(len(w), self._g, self._h)[rows, g], axis=1, dtype=np.float64)
+            h = np.minimum((ch < rest[:, None]).sum(axis=1), self._h - 1)
+            k = np.minimum(g * self._h + h, self.n_clusters - 1)
+            target = self._cl_cum_before[k] + item_u[rows] * self._cl_mass[k]
             idx = np.searchsorted(self._cum_by_cluster, target, side="right")
             idx = np.clip(idx, self._cl_start[k], self._cl_start[k + 1] - 1)
-            out[tst] = self._by_cluster[idx]
+            out[rows] = self._by_cluster[idx]
         return out
 
     # ------------------------------------------------------------------ the logs
@@ -319,34 +339,47 @@ class Simulator:
         lens = seq_len[start:stop]
         taste = self.initial_taste[start:stop].copy()
         base = offsets[start:stop]
-        hist = np.empty((stop - start, int(lens.max())), dtype=np.int64)
-        for t in range(int(lens.max())):
+        width = int(lens.max())
+        no_repeats = not self.cfg.repeats
+        if no_repeats:  # the consumed items, their clusters and pop_a / pop(k(a))
+            hist = np.empty((stop - start, width), dtype=np.int64)
+            hist_cl = np.zeros((stop - start, width), dtype=np.int64)
+            hist_within = np.zeros((stop - start, width))
+            seen_static = np.zeros(stop - start)  # Σ over consumed items of w_pop·pop_a + w_unif/N
+        unif = self._w_unif / self.cfg.n_items
+        for t in range(width):
             act = np.flatnonzero(lens > t)
             tau = taste[act]
-            pk = self.cluster_probs(tau)
-            a = self._draw(pk, rng.random((3, act.size)))
-            if not self.cfg.repeats and t > 0:
+            w, groups = self._cluster_weights(tau)
+            z = groups.sum(axis=1)
+            a = self._draw(w, groups, rng.random((3, act.size)))
+            if no_repeats and t > 0:
                 h = hist[act, :t]
                 pending = np.flatnonzero((h == a[:, None]).any(axis=1))
                 for _ in range(_MAX_REJECTION_ROUNDS):
                     if pending.size == 0:
                         break
-                    cand = self._draw(pk[pending], rng.random((3, pending.size)))
+                    cand = self._draw(w[pending], groups[pending], rng.random((3, pending.size)))
                     ok = ~(h[pending] == cand[:, None]).any(axis=1)
                     a[pending[ok]] = cand[ok]
                     pending = pending[~ok]
                 if pending.size:
                     a[pending] = self._draw_exact(tau[pending], h[pending], rng.random(pending.size))
-            p = self._pi_items(pk, a[:, None])[:, 0]
-            if not self.cfg.repeats and t > 0:
-                p /= 1.0 - self._pi_items(pk, h).sum(axis=1)
+            cl = self.item_cluster[a]
+            p = (self._w_pop * self.popularity[a] + unif
+                 + self._w_taste * w[np.arange(act.size), cl] / z * self._within[a])
+            if no_repeats:
+                if t > 0:
+                    taste_part = (np.take_along_axis(w, hist_cl[act, :t], axis=1) * hist_within[act, :t]).sum(axis=1)
+                    p /= 1.0 - seen_static[act] - self._w_taste * taste_part / z
+                hist[act, t], hist_cl[act, t], hist_within[act, t] = a, cl, self._within[a]
+                seen_static[act] += self._w_pop * self.popularity[a] + unif
             rows = base[act] + t
             items[rows] = a
             prop[rows] = p
             rstar[rows] = self._to_reward(self.reward_logit(tau, a))
             last = lens[act] == t + 1
             self.test_taste[start + act[last]] = tau[last]
-            hist[act, t] = a
             taste[act] = self.step_taste(tau, a)
         self.final_taste[start:stop] = taste
 

@@ -91,13 +91,14 @@ def fit(
     run_dir: Path,
     validate: Callable[[Recommender], dict[str, Any]] | None = None,
     resume: bool = False,
-    select_metric: str = "ndcg@10",
+    select_metric: str | None = "ndcg@10",
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train `model` on the training windows of `seq` with `objective`.
 
     `validate(model) -> metrics` is called every `cfg.eval_every` epochs; the model with the best
-    `select_metric` is saved to `run_dir/model.safetensors` (without validation: the last model).
+    `select_metric` is saved to `run_dir/model.safetensors` (with `select_metric=None`, or without
+    validation, the last model: post-training runs a fixed budget and keeps its final policy).
     Returns the best validation metrics and timings.
     """
     run_dir = Path(run_dir)
@@ -192,15 +193,15 @@ def fit(
                 metrics = validate(model)
             model.train()
             record.update({f"valid/{k}": v for k, v in metrics.items()})
-            val = metrics.get(select_metric)
-            if val is not None and val > best_val:
+            val = metrics.get(select_metric) if select_metric else 0.0
+            if val is not None and (val > best_val or not select_metric):
                 best_val, bad_evals = val, 0
                 res.best, res.best_epoch = dict(metrics), epoch + 1
                 res.seconds_to_best = time.perf_counter() - t0
                 ckpt.atomic_save_tensors(run_dir / "model.safetensors", ckpt.model_state(model))
             else:
                 bad_evals += 1
-            if bad_evals >= cfg.patience:
+            if select_metric and bad_evals >= cfg.patience:
                 stop = True
         elif validate is None:
             ckpt.atomic_save_tensors(run_dir / "model.safetensors", ckpt.model_state(model))

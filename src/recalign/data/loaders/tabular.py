@@ -288,7 +288,7 @@ def to_reward(cols: Columns, role: str = "reward") -> np.ndarray:
     if bad is not None:
         v = x[bad]
         why = "NaN" if np.isnan(v) else ("infinite" if np.isinf(v) else "too large for float32")
-        raise cols.fail(role, bad, f"reward is {why} ({v!r}); rewards must be finite numbers")
+        raise cols.fail(role, bad, f"reward is {why} ({float(v)!r}); rewards must be finite numbers")
     return x.astype(np.float32)
 
 
@@ -297,11 +297,11 @@ def to_propensity(cols: Columns, role: str = "propensity") -> np.ndarray:
     x = _numbers(cols, role, "propensity")
     bad = _first_true(~((x > 0) & (x <= 1)) | (x.astype(np.float32) <= 0))
     if bad is not None:
-        raise cols.fail(role, bad, f"propensity {x[bad]!r} is outside (0, 1]")
+        raise cols.fail(role, bad, f"propensity {float(x[bad])!r} is outside (0, 1]")
     return x.astype(np.float32)
 
 
-_ZONE = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
+_ZONE = r"\d\d:\d\d(:\d\d([.,]\d*)?)?\s*(Z|z|[+-]\d\d(:?\d\d)?)$"  # a time, then a zone
 
 
 def _time_text_to_us(a: pa.Array) -> np.ndarray:
@@ -332,15 +332,31 @@ def to_seconds(cols: Columns, role: str = "timestamp") -> tuple[np.ndarray, np.n
         arr = _binary_to_text(cols, role, arr)
         t = arr.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
+        # Text: Unix times written as text, or ISO 8601. The first row decides which; the first
+        # row that is not of that kind is the error.
         trimmed = pc.utf8_trim_whitespace(arr)
+        numeric = None
         for target in (pa.int64(), pa.float64()):
             try:
-                arr = pc.cast(trimmed, target)
+                numeric = pc.cast(trimmed, target)
+                break
             except pa.ArrowInvalid:
                 continue
-            t = arr.type
-            break
+        if numeric is not None:
+            arr, t = numeric, numeric.type
         else:
+            try:
+                pc.cast(trimmed.slice(0, 1), pa.float64())
+                first_is_number = True
+            except pa.ArrowInvalid:
+                first_is_number = False
+            if first_is_number:
+                def as_number(a: pa.Array) -> pa.Array:
+                    return pc.cast(pc.utf8_trim_whitespace(a), pa.float64())
+
+                idx = first_failure(arr, as_number)
+                raise cols.fail(role, idx, f"timestamp {_value(arr, idx)} is not a number (the "
+                                "first rows hold numeric Unix times)") from None
             try:
                 us = _time_text_to_us(arr)
             except pa.ArrowInvalid:
@@ -360,7 +376,7 @@ def to_seconds(cols: Columns, role: str = "timestamp") -> tuple[np.ndarray, np.n
         x = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
         bad = _first_true(~np.isfinite(x) | (np.abs(x / scale) > _INT64_SAFE / 1e3))
         if bad is not None:
-            raise cols.fail(role, bad, f"timestamp {x[bad]!r} is not a finite time in range")
+            raise cols.fail(role, bad, f"timestamp {float(x[bad])!r} is not a finite time in range")
         sec = np.floor(x / scale)
         exact = x if np.any(x != sec * scale) else None
         return sec.astype(np.int64), exact
