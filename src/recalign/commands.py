@@ -74,9 +74,40 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_theory(args: argparse.Namespace) -> int:
+    from recalign.theory import theory_report
+
+    if args.lam is None and args.tau is None:
+        from recalign.errors import InputError
+
+        raise InputError("give --lam (the bound at this λ) and/or --tau (the smallest λ for this loss)")
+    rep = theory_report(args.sigma, args.n_items, args.delta, args.r_max, lam=args.lam, tau=args.tau)
+    if args.json:
+        _cli()._print_json(rep)
+        return 0
+    sys.stdout.write(f"noise radius ε = σ·sqrt(2·log(2|A|/δ)) = {rep['epsilon']:.6g}\n")
+    if "value_loss_bound" in rep:
+        sys.stdout.write(f"value loss bound at λ = {args.lam:g}: R_max·(exp(2ε/λ) − 1) = {rep['value_loss_bound']:.6g}\n")
+    if "min_lambda" in rep:
+        sys.stdout.write(f"smallest λ keeping the loss below τ = {args.tau:g}: 2ε / log(1 + τ/R_max) = "
+                         f"{rep['min_lambda']:.6g}\n")
+    sys.stdout.write(f"({rep['note']})\n")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the model subcommands to the `recalign` parser."""
     cli = _cli()
+
+    p = sub.add_parser("theory", help="METHOD.md's bound: value loss of exp_sft under noise, smallest safe λ")
+    p.add_argument("--sigma", type=float, required=True, help="sub-Gaussian noise scale σ of the rewards")
+    p.add_argument("--n-items", type=float, required=True, help="catalog size |A|")
+    p.add_argument("--delta", type=float, default=0.05, help="failure probability δ (default 0.05)")
+    p.add_argument("--r-max", type=float, required=True, help="largest reward R_max")
+    p.add_argument("--lam", type=float, help="temperature λ: print the value-loss bound at this λ")
+    p.add_argument("--tau", type=float, help="tolerated value loss τ: print the smallest λ that keeps it")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_theory)
 
     p = sub.add_parser("pretrain", help="stage 1: next-item pretraining (behaviour cloning)")
     cli._add_data_args(p, positional=False)
