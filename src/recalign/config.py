@@ -38,7 +38,7 @@ class TrainConfig:
     grad_accum: int = field(1, "micro-batches accumulated per optimizer step")
     lr: float = field(1e-3, "peak AdamW learning rate")
     weight_decay: float = field(0.0, "AdamW weight decay")
-    warmup_steps: int = field(100, "linear warmup steps before the cosine decay")
+    warmup_steps: int = field(20, "linear warmup steps (then constant, or cosine decay with train.cosine)")
     cosine: bool = field(False, "decay the learning rate by a cosine over the planned steps after warmup")
     clip_grad: float = field(1.0, "gradient norm clip (0 = off)")
     seed: int = field(0, "seed of the model initialisation, the batch order and dropout")

@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import numpy as np
+import torch
 
 from recalign.configlib import field
 from recalign.data.schema import Interactions
@@ -265,11 +266,13 @@ class Simulator:
         return w[:, : self.n_clusters] / groups.sum(axis=1, keepdims=True)
 
     def _pi_items(self, pk: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Unrestricted π_β of `items` ([U, K] or a chunk range broadcast) given cluster probs `pk`."""
+        """Unrestricted π_β given cluster probs `pk` [U, K]: of per-user `items` [U, K'], or of a
+        shared 1-D item array (a catalog chunk) → [U, len]. float64."""
         cl = self.item_cluster[items]
-        taste_part = np.take_along_axis(pk, cl, axis=1) if cl.ndim == 2 else pk[:, cl]
-        return (self._w_pop * self.popularity[items] + self._w_taste * taste_part * self._within[items]
-                + self._w_unif / self.cfg.n_items)
+        p = np.take_along_axis(pk, cl, axis=1) if cl.ndim == 2 else np.take(pk, cl, axis=1)
+        p *= self._w_taste * self._within[items]
+        p += self._w_pop * self.popularity[items] + self._w_unif / self.cfg.n_items
+        return p
 
     def _draw(self, w: np.ndarray, groups: np.ndarray, u: np.ndarray) -> np.ndarray:
         """One draw per row from the unrestricted π_β, given `_cluster_weights` and uniforms [3, R]."""
@@ -500,7 +503,7 @@ class Simulator:
         """The k items of highest r* per user, best first: [U, k] int64 (chunked running top-k)."""
         users, taste, seen = self._context(users, step, state, exclude_seen)
         self._check_k(k, seen)
-        return self._topk(taste, seen, k, lambda tau, s, e: self._logit_chunk(tau, s, e))
+        return self._topk(taste, seen, k, lambda tau: lambda s, e: self._logit_chunk(tau, s, e))
 
     def oracle_value(self, users, k: int, *, step=None, state=None, exclude_seen=None) -> np.ndarray:
         """Mean r* of the oracle's top-k list per user → [U]."""
@@ -536,7 +539,7 @@ class Simulator:
                 p = rows[:, s:e].astype(np.float64)
                 if kind == "logits":
                     p = np.exp(p - m)
-                out[sl] += (p * self._to_reward(self._logit_chunk(taste[sl], s, e))).sum(axis=1) / z
+                out[sl] += (p * self._chunk_reward(taste[sl], s, e)).sum(axis=1) / z
         return out
 
     def logging_probs(self, users, items=None, *, step=None, state=None, exclude_seen=None) -> np.ndarray:
@@ -570,38 +573,63 @@ class Simulator:
             sb = None if seen is None else seen[sl]
             tot = np.zeros(len(taste[sl]))
             for s, e, p in self._pi_chunks(taste[sl], sb):
-                expected[sl] += (p * self._to_reward(self._logit_chunk(taste[sl], s, e))).sum(axis=1)
+                expected[sl] += (p * self._chunk_reward(taste[sl], s, e)).sum(axis=1)
                 tot += p.sum(axis=1)
             expected[sl] /= tot
-        top = self._topk(taste, seen, k, lambda tau, s, e: self._pi_items(self.cluster_probs(tau), np.arange(s, e)))
+
+        def pi_scores(tau):
+            pk = self.cluster_probs(tau)
+            return lambda s, e: self._pi_items(pk, np.arange(s, e))
+
+        top = self._topk(taste, seen, k, pi_scores)
         return LoggingValue(expected, self._to_reward(self.reward_logit(taste[:, None, :], top)).mean(axis=1))
 
     # ------------------------------------------------------------------ chunked helpers
     def _logit_chunk(self, taste: np.ndarray, s: int, e: int) -> np.ndarray:
-        return self.cfg.affinity * (taste @ self.item_vec[s:e].T) + self.quality[s:e]
+        x = (np.float32(self.cfg.affinity) * taste) @ self.item_vec[s:e].T
+        x += self.quality[s:e]
+        return x
 
     def _check_k(self, k: int, seen) -> None:
         room = self.cfg.n_items - (0 if seen is None else seen.max_len())
         if not 1 <= k <= room:
             raise InputError(f"k must lie in [1, {room}] (catalog minus seen items); got {k}")
 
-    def _topk(self, taste, seen, k, score) -> np.ndarray:
+    def _chunk_reward(self, taste: np.ndarray, s: int, e: int) -> np.ndarray:
+        """r* of items [s, e) for tastes `[U, dim]`: `[U, e − s]` float32 (chunk-sized work only)."""
+        span = np.float32(self.r_max - self.r_min)
+        x = self._logit_chunk(taste, s, e)
+        np.negative(x, out=x)
+        with np.errstate(over="ignore"):  # exp overflow → inf → reward r_min, as it should
+            np.exp(x, out=x)
+        x += np.float32(1)
+        np.divide(span, x, out=x)
+        x += np.float32(self.r_min)
+        return x
+
+    def _topk(self, taste, seen, k, make_score) -> np.ndarray:
+        """Running top-k over item chunks of the scores `make_score(tau_block)(s, e)`, best first."""
         out = np.empty((len(taste), k), dtype=np.int64)
         for b in range(0, len(taste), _EVAL_USER_BLOCK):
             tau = taste[b: b + _EVAL_USER_BLOCK]
             sb = None if seen is None else seen[b: b + _EVAL_USER_BLOCK]
+            score = make_score(tau)
             best_v = np.empty((len(tau), 0))
             best_i = np.empty((len(tau), 0), dtype=np.int64)
             for s, e in self._item_chunks(len(tau)):
-                v = np.asarray(score(tau, s, e), dtype=np.float64)
+                v = score(s, e)
                 if sb is not None:
                     sb.mask(v, s, e, -np.inf)
-                cv = np.concatenate([best_v, v], axis=1)
-                ci = np.concatenate([best_i, np.broadcast_to(np.arange(s, e), v.shape)], axis=1)
-                if cv.shape[1] > k:
-                    part = np.argpartition(-cv, k - 1, axis=1)[:, :k]
-                    cv, ci = np.take_along_axis(cv, part, 1), np.take_along_axis(ci, part, 1)
-                best_v, best_i = cv, ci
+                if v.shape[1] > k:  # torch.topk: ~10x faster than np.argpartition on CPU
+                    top = torch.topk(torch.from_numpy(np.ascontiguousarray(v)), k, dim=1)
+                    v, idx = top.values.numpy(), top.indices.numpy() + s
+                else:
+                    idx = np.broadcast_to(np.arange(s, e), v.shape)
+                best_v = np.concatenate([best_v, v.astype(np.float64)], axis=1)
+                best_i = np.concatenate([best_i, idx], axis=1)
+                if best_v.shape[1] > k:
+                    part = np.argpartition(-best_v, k - 1, axis=1)[:, :k]
+                    best_v, best_i = np.take_along_axis(best_v, part, 1), np.take_along_axis(best_i, part, 1)
             order = np.argsort(-best_v, axis=1, kind="stable")
             out[b: b + len(tau)] = np.take_along_axis(best_i, order, 1)
         return out

@@ -1,0 +1,151 @@
+"""Reward-weighted SFT: `L = −(1/n) Σ_t w_t · log π_θ(a_t | s_t)` over every logged training
+transition, with the weights of `weights.py`. Four methods share this one concept:
+
+| method         | weight `w_t` before normalisation   | knobs                                  |
+|----------------|-------------------------------------|----------------------------------------|
+| `sft`          | 1 (behaviour cloning)               | —                                      |
+| `linear_sft`   | `r_t` (0 where `r_t ≤ 0`)           | weight_norm, max_weight, reward_transform |
+| `exp_sft`      | `exp(r_t / λ)` (the paper)          | lam, weight_norm, max_weight, reward_transform |
+| `filtered_sft` | `1[r_t ≥ threshold]`                | threshold, weight_norm, max_weight, reward_transform |
+
+(`asft` in `asft.py` is the same loss with advantage weights.)
+
+The loss goes through the model's head (`model.next_item_loss`, which divides by the number of
+positions with a target), so the sampled-softmax head works as in pretraining.
+
+Normalisation `weight_norm` (`Z`): `global` (mean weight 1 over all training targets, computed
+once in `setup`), `batch` (mean weight 1 in each batch), `none` (raw `exp(r/λ)` shifted by the
+training set's max, a constant logged as `log_shift`), `context`: mean weight 1 over each
+user's training targets. A logged state has one logged action, so a per-state `Z(s)` would make
+every weight 1; the user (the context that generated the sequence) is the finest grouping that
+changes anything: every user counts as much as in SFT, whatever their rewards.
+Every weight is computed in log space (`log_weights` → `normalize`), then optionally clipped at
+`max_weight`. The threshold of `filtered_sft` applies to the transformed reward (the raw reward
+with the default `reward_transform = none`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recalign.errors import InputError
+from recalign.posttrain.registry import Method, PostTrainContext, register
+from recalign.posttrain.scoring import lookup, row_table, training_target_rows
+from recalign.posttrain.weights import (
+    ess,
+    global_log_max,
+    global_log_z,
+    log_weights,
+    normalize,
+    transform_rewards,
+)
+
+
+def batch_ess(w: Tensor, mask: Tensor) -> Tensor:
+    """ESS fraction `(Σw)² / (n·Σw²)` over the masked positions, as a device tensor (no sync)."""
+    w = torch.where(mask, w.double(), torch.zeros_like(w, dtype=torch.float64))
+    n = mask.sum().clamp_min(1)
+    s2 = (w * w).sum()
+    return torch.where(s2 > 0, w.sum() ** 2 / (n * s2.clamp_min(1e-300)), torch.zeros_like(s2))
+
+
+class WeightedSFT(Method):
+    """Weighted next-item likelihood with per-row weights fixed at setup (or per batch for
+    `weight_norm = batch`). Subclasses give the unnormalised log weights."""
+
+    uses_weights: ClassVar[bool] = True
+
+    def row_log_weights(self, ctx: PostTrainContext, rows: np.ndarray, rewards: Tensor) -> Tensor:
+        """`[n] float64` log weights of the training targets `rows` with transformed `rewards`."""
+        raise NotImplementedError
+
+    def transformed_rewards(self, ctx: PostTrainContext, rows: np.ndarray) -> Tensor:
+        inter = ctx.data.inter
+        return transform_rewards(torch.from_numpy(inter.reward[rows].astype(np.float64)),
+                                 torch.from_numpy(inter.user[rows]), self.pt.reward_transform)
+
+    def prepare(self, ctx: PostTrainContext) -> dict[str, Any]:
+        inter = ctx.data.inter
+        rows = np.flatnonzero(training_target_rows(ctx.data.split))
+        if rows.size == 0:
+            raise InputError("no training transitions to post-train on")
+        self._norm = "fixed"
+        if not self.uses_weights:  # sft: every weight 1
+            self._w = row_table(len(inter), rows, torch.ones(rows.size), 0.0, ctx.device)
+            return {"n_targets": int(rows.size), "ess": 1.0, "weight_mean": 1.0, "weight_max": 1.0,
+                    "kept_frac": 1.0}
+        logw = self.row_log_weights(ctx, rows, self.transformed_rewards(ctx, rows))
+        kept = torch.isfinite(logw)
+        if not bool(kept.any()):
+            raise InputError(f"method {self.name!r} gives weight 0 to every training interaction "
+                             f"(rewards in [{inter.reward.min():g}, {inter.reward.max():g}]); check "
+                             "posttrain.threshold / reward_transform")
+        pt = self.pt
+        stats: dict[str, Any] = {"n_targets": int(rows.size), "kept_frac": float(kept.double().mean()),
+                                 "weight_norm": pt.weight_norm}
+        log_z = global_log_z(logw)
+        stats["log_z"] = log_z
+        if pt.weight_norm == "batch":
+            # per-batch Z at each step; the training-set statistics use the global Z
+            self._norm = "batch"
+            self._logw = row_table(len(inter), rows, logw, -np.inf, ctx.device, torch.float64)
+            w = normalize(logw, norm="global", global_log_z=log_z, max_weight=0.0)
+        else:
+            shift = global_log_max(logw) if pt.weight_norm == "none" else None
+            if shift is not None:
+                stats["log_shift"] = shift
+            w = normalize(logw, norm=pt.weight_norm, context=torch.from_numpy(inter.user[rows]),
+                          global_log_z=log_z, log_shift=shift, max_weight=pt.max_weight)
+            self._w = row_table(len(inter), rows, w, 0.0, ctx.device)
+        stats.update({"ess": ess(w), "weight_mean": float(w.double().mean()), "weight_max": float(w.max())})
+        return stats
+
+    def loss(self, model, batch):
+        hidden = model.encode(batch.items, batch.timestamps)
+        mask = batch.targets > 0
+        if self._norm == "batch":
+            w = normalize(lookup(self._logw, batch.target_rows).flatten(), mask.flatten(), norm="batch",
+                          max_weight=self.pt.max_weight).view_as(mask)
+        else:
+            w = lookup(self._w, batch.target_rows) * mask
+        loss, diag = model.next_item_loss(hidden, batch.targets, w.float())
+        n = mask.sum().clamp_min(1)
+        diag = dict(diag)
+        diag.update({"weight_mean": w.sum() / n, "weight_max": w.max(), "ess": batch_ess(w, mask)})
+        return loss, diag
+
+
+@register("sft")
+class SFT(WeightedSFT):
+    description = "continue behaviour cloning on the same data (weights 1)"
+    uses_weights = False
+
+
+@register("linear_sft")
+class LinearSFT(WeightedSFT):
+    description = "reward-weighted SFT with linear weights w = r (normalised like exp_sft)"
+
+    def row_log_weights(self, ctx, rows, rewards):
+        return log_weights(rewards, "linear")
+
+
+@register("exp_sft")
+class ExpSFT(WeightedSFT):
+    description = "exponential reward-weighted SFT, w = exp(r/λ)/Z (Chidambaram et al. 2026)"
+
+    def row_log_weights(self, ctx, rows, rewards):
+        if not self.pt.lam > 0:
+            raise InputError(f"posttrain.lam must be > 0; got {self.pt.lam}")
+        return log_weights(rewards, "exp", lam=self.pt.lam)
+
+
+@register("filtered_sft")
+class FilteredSFT(WeightedSFT):
+    description = "SFT on the interactions with reward >= posttrain.threshold only"
+
+    def row_log_weights(self, ctx, rows, rewards):
+        return log_weights(rewards, "filter", threshold=self.pt.threshold)
