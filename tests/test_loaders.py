@@ -296,7 +296,7 @@ def test_duplicates_policy(tmp_path):
 def test_load_from_config_dispatches(tmp_path, monkeypatch, shared_data):
     from recalign.config import load_config
 
-    cfg = load_config(overrides=[f'data.name="ml-100k"', f'data.data_dir="{shared_data}"'])
+    cfg = load_config(overrides=['data.name="ml-100k"', f'data.data_dir="{shared_data}"'])
     assert len(load_from_config(cfg)) == 100_000
     cfg = load_config(overrides=['data.name="obd"', f'data.data_dir="{shared_data}"',
                                  'data.obd_policy="bts"', 'data.obd_campaign="women"'])
@@ -320,3 +320,98 @@ def test_input_files_are_never_modified(tmp_path):
     before = p.read_bytes()
     load_dataset(p, duplicates="drop")
     assert p.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------- fast path = reference
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("duplicates", ["keep", "drop"])
+def test_fast_builder_equals_from_raw(seed, duplicates):
+    """`tabular.assemble` (one argsort of a combined key, duplicates searched among ties only)
+    builds exactly the table `Interactions.from_raw` builds from the same rows."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    user_ids = np.sort(rng.choice(10_000, size=int(rng.integers(1, 30)), replace=False))
+    item_ids = np.array(sorted({f"i{k}" for k in rng.integers(0, 50, 20)}), dtype=object)
+    ucode = rng.integers(0, len(user_ids), n)
+    icode = rng.integers(0, len(item_ids), n)
+    ts = rng.integers(-5, 6, n) * (10 ** int(rng.integers(0, 10)))  # many ties, some negative
+    reward = rng.integers(0, 3, n).astype(np.float32)
+    prop = rng.uniform(0.1, 1.0, n).astype(np.float32) if seed % 2 else None
+    if seed == 5:  # exact duplicates guaranteed
+        ucode, icode, ts, reward = (np.concatenate([a, a[: n // 2]]) for a in (ucode, icode, ts, reward))
+        prop = None
+    # every id must occur for the id maps to agree: keep only those used
+    uu, ucode = np.unique(ucode, return_inverse=True)
+    ii, icode = np.unique(icode, return_inverse=True)
+    user_ids, item_ids = user_ids[uu], item_ids[ii]
+    fast = tabular.assemble(ucode, user_ids, icode, item_ids, ts, reward, prop, duplicates=duplicates)
+    ref = Interactions.from_raw(user_ids[ucode], item_ids[icode], ts, reward, prop, duplicates=duplicates)
+    assert fast.equals(ref)
+    assert fast.meta["exact_duplicates"] == ref.meta["exact_duplicates"]
+    assert fast.meta["duplicates_policy"] == ref.meta["duplicates_policy"] == duplicates
+
+
+def test_ids_keep_leading_zeros_and_plain_integers_become_int_ids(tmp_path):
+    p = write(tmp_path / "z.csv", "user,item,rating,timestamp\n0042,10,1,1\n42,9,1,2\n-3,11,1,3\n")
+    inter = load_dataset(p)
+    assert inter.user_ids.tolist() == ["-3", "0042", "42"]  # text: "0042" is not a plain integer
+    assert inter.item_ids.tolist() == [9, 10, 11] and inter.item_ids.dtype == np.int64
+    big = write(tmp_path / "b.csv", "user,item,rating,timestamp\n99999999999999999999,1,1,1\n")
+    assert load_dataset(big).user_ids.tolist() == ["99999999999999999999"]
+
+
+OBD_HEADER = (",timestamp,item_id,position,click,propensity_score,user_feature_0,user_feature_1,"
+              "user_feature_2,user_feature_3,user-item_affinity_0,user-item_affinity_1\n")
+
+
+def obd_fixture(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    rows = [
+        "0,2019-11-24 00:00:34.762830+00:00,1,1,0,0.5,a,b,c,d,0.0,0.0",
+        "1,2019-11-24 00:00:34.900000+00:00,0,2,1,0.25,a,b,c,d,0.0,1.0",
+        "2,2019-11-24 00:00:35.000000+00:00,1,3,0,0.5,x,b,c,d,0.0,0.0",
+    ]
+    write(folder / "item_context.csv", ",item_id,item_feature_0,item_feature_1\n0,0,0.5,h1\n1,1,-0.5,h2\n2,2,0.1,h3\n")
+    return write(folder / "men.csv", OBD_HEADER + "\n".join(rows) + "\n")
+
+
+def test_obd_fixture(tmp_path):
+    path = obd_fixture(tmp_path / "obd" / "bts" / "men")
+    inter = load_dataset("obd", tmp_path, obd_policy="bts", obd_campaign="men")
+    assert inter.equals(load_dataset(path))  # by name or by path (auto-detected from the header)
+    assert inter.user_ids.tolist() == ["a|b|c|d", "x|b|c|d"]
+    assert inter.n_items == 3 and inter.item_ids.tolist() == [0, 1, 2]  # catalog from item_context
+    # sub-second order kept: the two 00:00:34 rows stay in file (time) order
+    assert inter.meta["file_row"].tolist() == [0, 1, 2] and inter.timestamp.tolist() == [1574553634] * 2 + [1574553635]
+    assert inter.meta["position"].tolist() == [1, 2, 3]
+    assert inter.propensity.tolist() == [0.5, 0.25, 0.5]
+    assert inter.meta["item_features"]["item_feature_1"].tolist() == ["h1", "h2", "h3"]
+
+
+def test_loaders_work_without_pandas(tmp_path):
+    """pandas is not a dependency: block it and load every kind of fixture in a subprocess."""
+    import subprocess
+    import sys
+
+    obd_fixture(tmp_path / "obd" / "random" / "all").rename(tmp_path / "obd" / "random" / "all" / "all.csv")
+    write(tmp_path / "g.csv", "user,item,rating,timestamp\na,1,1,2019-11-24T00:00:01Z\nb,2,0.5,2019-11-24\n")
+    write(tmp_path / "ratings_B.csv", "A1C6M8LCIX4M6M,0001713353,5.0,1123804800\n")
+    write(tmp_path / "r.jsonl", '{"reviewerID": "A1", "asin": "B000000001", "overall": 4.0, "unixReviewTime": 1}\n')
+    pq.write_table(pa.table({"user": [1], "item": [2], "reward": [True], "timestamp": [3]}), tmp_path / "p.parquet")
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "pandas":
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, Block())
+from recalign.data.loaders import load_dataset
+from recalign.data.stats import dataset_stats
+d = {str(tmp_path)!r}
+for x in ("g.csv", "ratings_B.csv", "r.jsonl", "p.parquet"):
+    dataset_stats(load_dataset(d + "/" + x))
+dataset_stats(load_dataset("obd", d))
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -140,7 +140,7 @@ def corrupted(draw) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(__import__("os").environ.get("RECALIGN_FUZZ_EXAMPLES", "100")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(content=corrupted(), as_json=st.booleans())
 def test_random_corruption_never_crashes(content, as_json):
     with tempfile.TemporaryDirectory() as d:

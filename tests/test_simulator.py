@@ -38,6 +38,8 @@ def test_same_seed_same_logs_different_seed_different_logs():
     assert np.array_equal(sa.logged_propensity, sb.logged_propensity)
     c, _ = simulate(dataclasses.replace(TINY, seed=4))
     assert not (len(a) == len(c) and np.array_equal(a.item, c.item))
+    several_blocks = SimConfig(seed=2, n_users=simmod._USER_BLOCK + 50, n_items=40, min_len=2, max_len=3)
+    assert simulate(several_blocks)[0].equals(simulate(several_blocks)[0])
 
 
 def test_table_contract(tiny):
@@ -158,19 +160,24 @@ def test_oracle_topk_equals_brute_force(tiny):
     np.testing.assert_allclose(v, np.sort(brute_rewards(sim, users), axis=1)[:, -5:].mean(axis=1), rtol=1e-6)
 
 
-def test_chunked_paths_equal_one_chunk(tiny, monkeypatch):
-    _, sim = tiny
-    users = np.arange(100)
-    ref_top, ref_log = sim.oracle_topk(users, 7), sim.logging_value(users, 7)
-    monkeypatch.setattr(simmod, "_CHUNK_ELEMS", 1)  # 256-item chunks... of a 60-item catalog:
-    monkeypatch.setattr(simmod, "_EVAL_USER_BLOCK", 7)  # so shrink the user blocks instead
-    sim2 = Simulator(dataclasses.replace(TINY, n_items=1000))
-    sim3_top = sim2.oracle_topk(users, 7)
-    monkeypatch.setattr(simmod, "_CHUNK_ELEMS", 1 << 23)
-    monkeypatch.setattr(simmod, "_EVAL_USER_BLOCK", 2048)
-    assert np.array_equal(sim3_top, sim2.oracle_topk(users, 7))
-    assert np.array_equal(ref_top, sim.oracle_topk(users, 7))
-    np.testing.assert_allclose(ref_log.expected, sim.logging_value(users, 7).expected)
+def test_chunked_paths_equal_one_chunk(monkeypatch):
+    """Many user blocks × item chunks give the same answers as one block × one chunk."""
+    sim = Simulator(dataclasses.replace(TINY, n_items=1000, n_users=40))
+    users = np.arange(40)
+    dist = np.random.default_rng(0).random((40, 1000))
+    dist /= dist.sum(axis=1, keepdims=True)
+
+    def answers():
+        lv = sim.logging_value(users, 7)
+        return sim.oracle_topk(users, 7), lv.expected, lv.topk, sim.expected_value_dist(users, dist)
+
+    whole = answers()
+    monkeypatch.setattr(simmod, "_CHUNK_ELEMS", 1)  # 256-item chunks
+    monkeypatch.setattr(simmod, "_EVAL_USER_BLOCK", 7)
+    pieces = answers()
+    assert np.array_equal(whole[0], pieces[0])
+    for w, p in zip(whole[1:], pieces[1:]):
+        np.testing.assert_allclose(w, p, rtol=1e-9)
 
 
 def test_expected_value_dist_of_one_hot_and_uniform(tiny):

@@ -78,7 +78,7 @@ from recalign.errors import InputError
 _EPOCH = 1_577_836_800  # 2020-01-01 UTC: users start within the following year
 _USER_BLOCK = 8192  # users simulated together (fixed, so logs never depend on memory settings)
 _EVAL_USER_BLOCK = 2048  # users per block in the oracle methods
-_CHUNK_ELEMS = 1 << 23  # user-block × item-chunk elements per chunk (32 MB of float32)
+_CHUNK_ELEMS = 1 << 22  # user-block × item-chunk elements per chunk (16 MB of float32)
 _MAX_REJECTION_ROUNDS = 64  # then the few users still drawing seen items are sampled exactly
 
 
@@ -230,9 +230,10 @@ class Simulator:
         # Cluster softmax laid out as G groups of H columns (zero padding), for two-level sampling.
         self._h = int(np.ceil(np.sqrt(k)))
         self._g = -(-k // self._h)
-        mat = np.zeros((d, self._g * self._h), dtype=np.float32)
-        mat[:, :k] = cfg.logging_beta * self.cluster_vec.T
-        self._cluster_mat = mat
+        mat = np.zeros((d + 1, self._g * self._h), dtype=np.float32)
+        mat[:d, :k] = cfg.logging_beta * self.cluster_vec.T
+        mat[d] = -cfg.logging_beta
+        self._cluster_mat = mat  # [τ̃, 1] @ mat = logging_beta·<τ̃, c_k> − logging_beta
 
     # ------------------------------------------------------------------ building blocks
     def reward_logit(self, taste: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -251,19 +252,23 @@ class Simulator:
     def _cluster_weights(self, taste: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unnormalised weights of the logging softmax over clusters, `[U, G·H]` float32 (padding
         columns 0), and their group sums `[U, G]` float64 (their total is the normaliser)."""
-        w = _normalise(taste @ self._distort_t) @ self._cluster_mat
-        # |logit| <= logging_beta (unit vectors): shifting by it cannot overflow; past 40 use the max.
+        seen = _normalise(taste @ self._distort_t)
         beta = self.cfg.logging_beta
-        w -= w.max(axis=1, keepdims=True) if beta > 40 else np.float32(beta)
+        if beta <= 40:  # |logit| <= beta (unit vectors): the shift -beta (last row) cannot overflow
+            w = np.concatenate([seen, np.ones((len(seen), 1), np.float32)], axis=1) @ self._cluster_mat
+        else:
+            w = seen @ self._cluster_mat[:-1]
+            w -= w.max(axis=1, keepdims=True)
         np.exp(w, out=w)
         w[:, self.n_clusters:] = 0.0
-        groups = w.reshape(len(w), self._g, self._h).sum(axis=2, dtype=np.float64)
+        groups = w.reshape(len(w), self._g, self._h).sum(axis=2).astype(np.float64)
         return w, groups
 
     def cluster_probs(self, taste: np.ndarray) -> np.ndarray:
-        """`P_s(k)` of the logging policy's taste component: `[U, dim]` tastes → `[U, K]` float64."""
-        w, groups = self._cluster_weights(taste)
-        return w[:, : self.n_clusters] / groups.sum(axis=1, keepdims=True)
+        """`P_s(k)` of the logging policy's taste component: `[U, dim]` tastes → `[U, K]` float64
+        (normalised in float64; the sampler's float32 group sums agree to ~1e-7 relative)."""
+        w = self._cluster_weights(taste)[0][:, : self.n_clusters].astype(np.float64)
+        return w / w.sum(axis=1, keepdims=True)
 
     def _pi_items(self, pk: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Unrestricted π_β given cluster probs `pk` [U, K]: of per-user `items` [U, K'], or of a
@@ -388,7 +393,7 @@ class Simulator:
 
     def _draw_exact(self, taste: np.ndarray, hist: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Exact draws from π_β restricted to unseen items, by a chunked inverse CDF (rare path)."""
-        seen = _Seen([np.unique(h) for h in hist])
+        seen = _Seen(np.repeat(np.arange(len(hist)), hist.shape[1]), hist.ravel(), len(hist), self.cfg.n_items)
         totals = np.zeros(len(taste))
         for _, _, p in self._pi_chunks(taste, seen):
             totals += p.sum(axis=1)
@@ -475,7 +480,9 @@ class Simulator:
         seen = None
         if exclude_seen:
             it = self.interactions.item
-            seen = _Seen([np.unique(it[self.offsets[u]: self.offsets[u] + s]) for u, s in zip(users, steps)])
+            rows = np.repeat(np.arange(users.size), steps)
+            first = np.repeat(self.offsets[users] - (np.cumsum(steps) - steps), steps)
+            seen = _Seen(rows, it[first + np.arange(rows.size)], users.size, self.cfg.n_items)
         return users, taste, seen
 
     def _item_chunks(self, n_rows: int) -> Iterator[tuple[int, int]]:
@@ -539,7 +546,8 @@ class Simulator:
                 p = rows[:, s:e].astype(np.float64)
                 if kind == "logits":
                     p = np.exp(p - m)
-                out[sl] += (p * self._chunk_reward(taste[sl], s, e)).sum(axis=1) / z
+                p *= self._chunk_reward(taste[sl], s, e)
+                out[sl] += p.sum(axis=1) / z
         return out
 
     def logging_probs(self, users, items=None, *, step=None, state=None, exclude_seen=None) -> np.ndarray:
@@ -551,7 +559,10 @@ class Simulator:
         pk = self.cluster_probs(taste)
         norm = np.ones(users.size)
         if seen is not None:
-            norm -= np.array([self._pi_items(pk[i: i + 1], h[None]).sum() for i, h in enumerate(seen.lists)])
+            r, a = seen.rows, seen.items
+            mass = (self._w_pop * self.popularity[a] + self._w_unif / self.cfg.n_items
+                    + self._w_taste * pk[r, self.item_cluster[a]] * self._within[a])
+            norm -= np.bincount(r, weights=mass, minlength=users.size)
         if items is None:
             p = self._pi_items(pk, np.arange(self.cfg.n_items))
             if seen is not None:
@@ -560,7 +571,7 @@ class Simulator:
         items = np.asarray(items, dtype=np.int64).reshape(users.size, -1)
         p = self._pi_items(pk, items)
         if seen is not None:
-            p[np.array([np.isin(row, h) for row, h in zip(items, seen.lists)]).reshape(p.shape)] = 0.0
+            p[seen.contains(items)] = 0.0
         return p / norm[:, None]
 
     def logging_value(self, users, k: int, *, step=None, state=None, exclude_seen=None) -> LoggingValue:
@@ -570,11 +581,12 @@ class Simulator:
         expected = np.zeros(users.size)
         for b in range(0, users.size, _EVAL_USER_BLOCK):
             sl = slice(b, b + _EVAL_USER_BLOCK)
-            sb = None if seen is None else seen[sl]
+            sb = None if seen is None else seen.block(b, b + _EVAL_USER_BLOCK)
             tot = np.zeros(len(taste[sl]))
             for s, e, p in self._pi_chunks(taste[sl], sb):
-                expected[sl] += (p * self._chunk_reward(taste[sl], s, e)).sum(axis=1)
                 tot += p.sum(axis=1)
+                p *= self._chunk_reward(taste[sl], s, e)
+                expected[sl] += p.sum(axis=1)
             expected[sl] /= tot
 
         def pi_scores(tau):
@@ -612,7 +624,7 @@ class Simulator:
         out = np.empty((len(taste), k), dtype=np.int64)
         for b in range(0, len(taste), _EVAL_USER_BLOCK):
             tau = taste[b: b + _EVAL_USER_BLOCK]
-            sb = None if seen is None else seen[b: b + _EVAL_USER_BLOCK]
+            sb = None if seen is None else seen.block(b, b + _EVAL_USER_BLOCK)
             score = make_score(tau)
             best_v = np.empty((len(tau), 0))
             best_i = np.empty((len(tau), 0), dtype=np.int64)
@@ -636,29 +648,39 @@ class Simulator:
 
 
 class _Seen:
-    """The items each user of a context has consumed (lists of unique codes), with a flat copy
-    sorted by item so that masking one item chunk costs a binary search, not a scan."""
+    """The distinct items each of `n` context rows has consumed, as (row, item) pairs sorted by
+    row (for slicing blocks of rows) and by item (so masking an item chunk is a binary search)."""
 
-    def __init__(self, lists: list[np.ndarray]) -> None:
-        self.lists = lists
-        rows = np.repeat(np.arange(len(lists)), [len(h) for h in lists])
-        cols = np.concatenate(lists).astype(np.int64) if lists else np.empty(0, dtype=np.int64)
-        order = np.argsort(cols, kind="stable")
-        self.rows, self.cols = rows[order], cols[order]
+    def __init__(self, rows: np.ndarray, items: np.ndarray, n: int, n_items: int) -> None:
+        keys = np.unique(rows.astype(np.int64) * n_items + items)  # sorted by row, then item
+        self.rows, self.items = keys // n_items, keys % n_items
+        self.n, self.n_items = n, n_items
+        self.start = np.searchsorted(self.rows, np.arange(n + 1))
+        order = np.argsort(self.items, kind="stable")
+        self._by_item = (self.rows[order], self.items[order])
 
     def __len__(self) -> int:
-        return len(self.lists)
+        return self.n
 
-    def __getitem__(self, sl: slice) -> _Seen:
-        return _Seen(self.lists[sl])
+    def block(self, b: int, e: int) -> _Seen:
+        """The rows [b, e) (renumbered from 0)."""
+        e = min(e, self.n)
+        lo, hi = self.start[b], self.start[e]
+        return _Seen(self.rows[lo:hi] - b, self.items[lo:hi], e - b, self.n_items)
 
     def max_len(self) -> int:
-        return max((len(h) for h in self.lists), default=0)
+        return int(np.diff(self.start).max(initial=0))
+
+    def contains(self, items: np.ndarray) -> np.ndarray:
+        """Boolean [n, K]: whether row i's `items[i, j]` is among its consumed items."""
+        q = np.arange(self.n)[:, None] * np.int64(self.n_items) + items
+        return np.isin(q, self.rows * self.n_items + self.items)
 
     def mask(self, x: np.ndarray, s: int, e: int, value: float) -> None:
-        """Set `x[i, a − s] = value` for every item `a` of user i's list within [s, e) (in place)."""
-        lo, hi = np.searchsorted(self.cols, [s, e])
-        x[self.rows[lo:hi], self.cols[lo:hi] - s] = value
+        """Set `x[i, a − s] = value` for every item `a` of row i within [s, e) (in place)."""
+        rows, items = self._by_item
+        lo, hi = np.searchsorted(items, [s, e])
+        x[rows[lo:hi], items[lo:hi] - s] = value
 
 
 def simulate(cfg: SimConfig) -> tuple[Interactions, Simulator]:

@@ -46,7 +46,9 @@ def evaluate_targets(model: Recommender, seq: SequenceData, targets: Targets, cf
                                   temperature=model.cfg.temperature).cpu())
         if simulator is not None:
             _, tokens = topk_items(q, weight, 10, exclude=exclude, item_chunk=cfg.item_chunk)
-            values.append(simulator.policy_value(targets.users[idx], (tokens.cpu().numpy() - 1)))
+            users = targets.users[idx]
+            steps = targets.context_end[idx] - seq.split.offsets[users]  # interactions in the context
+            values.append(simulator.policy_value(users, tokens.cpu().numpy() - 1, step=steps))
     r = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
     rewards = seq.reward[targets.target_row]
     out: dict[str, Any] = ranking_metrics(r, cfg.ks)

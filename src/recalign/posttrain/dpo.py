@@ -62,6 +62,7 @@ def above_user_mean(rewards: np.ndarray, users: np.ndarray, train_mask: np.ndarr
 
 class Preference(Method):
     """DPO-style methods; subclasses choose the loss."""
+    disable_dropout = True
 
     pair_loss: ClassVar = staticmethod(dpo_loss)
 

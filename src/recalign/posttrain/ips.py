@@ -25,6 +25,7 @@ from recalign.posttrain.scoring import log_probs, lookup, reference_target_logp,
 @register("ips")
 class IPS(Method):
     description = "off-policy REINFORCE, propensities estimated by π_0, clipped ratio, optional top-K correction"
+    disable_dropout = True
 
     def prepare(self, ctx: PostTrainContext) -> dict[str, Any]:
         if ctx.reference is None:

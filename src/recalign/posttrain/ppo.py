@@ -38,6 +38,7 @@ class PPO(Method):
     description = "RLHF: K samples from π_θ, reward model − β·KL to π_0, clipped ratio, group advantages"
     needs_reward_model = True
     online = True
+    disable_dropout = True
 
     def prepare(self, ctx: PostTrainContext) -> dict[str, Any]:
         if ctx.reference is None:

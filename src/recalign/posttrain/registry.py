@@ -68,6 +68,10 @@ class Method:
     description: ClassVar[str] = ""
     needs_reward_model: bool = False
     online: bool = False
+    # The loss compares π_θ with π_0 through a log-ratio: the stage then builds the policy with
+    # dropout 0 (unless `model.dropout` is set explicitly), so that the ratio is 1 at the start
+    # instead of dropout noise (as TRL's `disable_dropout=True` for DPO/PPO).
+    disable_dropout: ClassVar[bool] = False
 
     def __init__(self, pt: PostTrainConfig | None = None):
         self.pt = pt if pt is not None else PostTrainConfig()
@@ -139,15 +143,23 @@ def _load_builtins() -> None:
         importlib.import_module(f"recalign.posttrain.{mod}")
 
 
+def _order(name: str) -> tuple[int, int]:
+    """Built-in methods in the order of `BUILTIN_MODULES` (then registration), others after."""
+    mod = METHODS[name].__module__.rsplit(".", 1)[-1]
+    rank = BUILTIN_MODULES.index(mod) if mod in BUILTIN_MODULES else len(BUILTIN_MODULES)
+    return rank, list(METHODS).index(name)
+
+
 def method_names() -> list[str]:
+    """Every registered method name, built-ins first in the order of METHOD.md's table."""
     _load_builtins()
-    return list(METHODS)
+    return sorted(METHODS, key=_order)
 
 
 def describe_methods() -> list[tuple[str, str, bool]]:
     """`(name, one-line description, needs a reward model with the default config)` per method."""
     _load_builtins()
-    return [(n, cls.description, cls(PostTrainConfig()).needs_reward_model) for n, cls in METHODS.items()]
+    return [(n, METHODS[n].description, METHODS[n](PostTrainConfig()).needs_reward_model) for n in method_names()]
 
 
 def get_method(name: str, pt: PostTrainConfig | None = None) -> Method:
@@ -158,5 +170,5 @@ def get_method(name: str, pt: PostTrainConfig | None = None) -> Method:
     _load_builtins()
     cls = METHODS.get(name)
     if cls is None:
-        raise InputError(f"unknown post-training method {name!r}; valid: {', '.join(METHODS)}")
+        raise InputError(f"unknown post-training method {name!r}; valid: {', '.join(method_names())}")
     return cls(pt)

@@ -99,8 +99,8 @@ def _asin_share(arr: pa.ChunkedArray) -> float:
     head = arr.slice(0, 1000)
     if not (pa.types.is_string(head.type) or pa.types.is_large_string(head.type)):
         head = pc.cast(head, pa.string())
-    hits = pc.match_substring_regex(head, ASIN).to_numpy(zero_copy_only=False)
-    return float(np.mean(hits == True)) if len(hits) else 0.0  # noqa: E712 - nulls are False
+    hits = tabular.to_np(pc.fill_null(pc.match_substring_regex(head, ASIN), False))
+    return float(np.mean(hits)) if len(hits) else 0.0
 
 
 def _check_order(cols: tabular.Columns, names: list[str]) -> None:

@@ -72,11 +72,11 @@ def load_file(path: Path, *, duplicates: str = "keep", meta: dict | None = None)
     for f in USER_FEATURES:
         cols.labels.pop(f)
     feats = [pc.cast(f, pa.string()) for f in feats]
-    cols.arrays["user"] = pc.binary_join_element_wise(*feats, "|")
+    cols.arrays["user"] = pc.binary_join_element_wise(*feats, pa.scalar("|"))
     cols.labels["user"] = "user_feature_0..3"
     position = cols.arrays.pop("position")
     try:
-        position = position.to_numpy().astype(np.int64)
+        position = tabular.to_np(position).astype(np.int64)
     except (pa.ArrowException, ValueError, TypeError):
         raise InputError("the position column must hold integers", path=path, column="position") from None
     catalog, features = _item_context(path.parent / "item_context.csv")
@@ -99,10 +99,10 @@ def _item_context(path: Path) -> tuple[np.ndarray | None, dict[str, np.ndarray]]
         raise InputError(f"cannot read the item features: {e}", path=path) from None
     if "item_id" not in table.column_names or not pa.types.is_integer(table.column("item_id").type):
         raise InputError("item_context.csv needs an integer item_id column", path=path, column="item_id")
-    ids = table.column("item_id").to_numpy()
+    ids = tabular.to_np(table.column("item_id"))
     order = np.argsort(ids, kind="stable")
     features = {
-        name: np.asarray(table.column(name).to_numpy(zero_copy_only=False))[order]
+        name: np.asarray(tabular.to_np(table.column(name)))[order]
         for name in table.column_names if name.startswith("item_feature")
     }
     return ids[order].astype(np.int64), features

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import bz2
 import csv
-import dataclasses
 import gzip
 import io
 import json
@@ -39,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from recalign.data.schema import Interactions, _exact_duplicate_mask
+from recalign.data.schema import Interactions
 from recalign.errors import InputError
 
 ROLES = ("user", "item", "reward", "timestamp", "propensity")
@@ -91,6 +90,11 @@ def build_interactions(
 ) -> Interactions:
     """Check and convert the raw columns, then build the sorted, encoded `Interactions` table.
 
+    The result is exactly `Interactions.from_raw` of the same rows (a test checks this), built
+    faster for large files: ids are hash-encoded by arrow and only the distinct ids are sorted,
+    rows are ordered by one stable argsort of a combined (user, time) key, and exact duplicates
+    are looked for only among rows that tie on (user, time).
+
     Args:
         cols: the raw columns (`user`, `item`, `reward`, `timestamp`, optional `propensity`).
         duplicates: `keep` or `drop` exact duplicate rows (see `Interactions.from_raw`).
@@ -103,64 +107,167 @@ def build_interactions(
     """
     if duplicates not in ("keep", "drop"):
         raise InputError(f"duplicates policy must be keep or drop; got {duplicates!r}")
-    n = cols.n_rows
-    if n == 0:
+    if cols.n_rows == 0:
         raise InputError("the file has no data rows", path=cols.path)
-    user, user_map = encode_ids(cols, "user")
-    if item_catalog is None:
-        item, item_map = encode_ids(cols, "item")
-    else:
-        item, item_map = ids_as_numpy(cols, "item"), None
+    # each arrow column is released once converted, to keep the peak memory down
+    ucode, user_ids = encode_ids(cols, "user")
+    _release(cols, "user")
+    icode, item_ids = encode_ids(cols, "item")
+    if item_catalog is not None:
+        icode, item_ids = _to_catalog(cols, icode, item_ids, item_catalog)
+    _release(cols, "item")
     reward = to_reward(cols, "reward")
+    _release(cols, "reward")
     seconds, exact = to_seconds(cols, "timestamp")
+    _release(cols, "timestamp")
     prop = to_propensity(cols) if "propensity" in cols.arrays else None
-    row_meta = dict(row_meta or {})
+    return assemble(ucode, user_ids, icode, item_ids, seconds, reward, prop, exact=exact,
+                    source=str(cols.path), duplicates=duplicates, meta=meta, row_meta=row_meta)
 
-    # Finer-than-second clocks: order rows by exact time first (stable), so the table's
-    # secondary key, the row position, follows the exact time within a second.
-    perm = None
+
+def _release(cols: Columns, role: str) -> None:
+    cols.arrays[role] = pa.nulls(0)
+
+
+def assemble(
+    ucode: np.ndarray, user_ids: np.ndarray, icode: np.ndarray, item_ids: np.ndarray,
+    seconds: np.ndarray, reward: np.ndarray, prop: np.ndarray | None = None, *,
+    exact: np.ndarray | None = None, source: str = "", duplicates: str = "keep",
+    meta: dict[str, Any] | None = None, row_meta: dict[str, np.ndarray] | None = None,
+) -> Interactions:
+    """The table from codes (0..k-1 in the sorted order of `user_ids` / `item_ids`), in file order.
+
+    Same result as `Interactions.from_raw(user_ids[ucode], item_ids[icode], seconds, reward,
+    prop, duplicates=...)`. Rows are sorted by (user, time, exact time if given, file row).
+    """
+    n = len(ucode)
+    order: np.ndarray | None
     if exact is not None:
-        perm = np.argsort(exact, kind="stable")
-        if np.array_equal(perm, np.arange(n)):
-            perm = None
-    if row_meta:
-        # Put the rows in the table's final order ourselves (then `from_raw`'s stable sort is the
-        # identity), so the per-row arrays can follow them.
-        first = np.arange(n) if perm is None else perm
-        ucode = user if user_map is not None else np.unique(user, return_inverse=True)[1].reshape(-1)
-        order = first[np.lexsort((np.arange(n), seconds[first], ucode[first]))]
-        perm = order
-    if perm is not None:
-        user, item, seconds, reward = user[perm], item[perm], seconds[perm], reward[perm]
-        prop = None if prop is None else prop[perm]
-        row_meta = {k: np.asarray(v)[perm] for k, v in row_meta.items()}
-
+        order = np.lexsort((np.arange(n), exact, seconds, ucode))
+        ucode, seconds = ucode[order], seconds[order]
+    else:
+        tmin = int(seconds.min())
+        span = int(seconds.max()) - tmin + 1
+        if span < 2**62 // max(len(user_ids), 1):
+            key = ucode * np.int64(span)  # (user, time) as one int64; temporaries kept few
+            key += seconds
+            key -= tmin
+            if n < 2 or bool(np.all(key[1:] >= key[:-1])):  # already in order: no sort
+                order = None
+            else:
+                order = np.argsort(key, kind="stable")  # stable: ties keep the file order
+                key = key[order]
+                ucode = key // span
+                key -= ucode * np.int64(span)
+                key += tmin
+                seconds = key
+            del key
+        else:
+            order = np.lexsort((seconds, ucode))  # lexsort is stable too
+            ucode, seconds = ucode[order], seconds[order]
+    if order is not None:
+        if len(item_ids) < 2**31 and reward.dtype == np.float32:
+            # one gather instead of two: (item code, reward bits) packed in an int64
+            packed = icode.astype(np.int64) << 32
+            packed |= reward.view(np.uint32)
+            packed = packed[order]
+            reward = (packed & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
+            packed >>= 32
+            icode = packed
+            del packed
+        else:
+            icode, reward = icode[order], reward[order]
+        prop = None if prop is None else prop[order]
+        if not row_meta:
+            order = None
+    dup = _duplicates_in_sorted(ucode, icode, seconds, reward)
     meta = dict(meta or {})
-    inter = Interactions.from_raw(
-        user, item, seconds, reward, prop,
-        source=str(cols.path),
-        duplicates="keep" if row_meta else duplicates,  # type: ignore[arg-type]
-        meta=meta,
-        item_ids=item_catalog,
-    )
-    changes: dict[str, Any] = {}
-    if user_map is not None:  # codes were given: put the original ids back in the id map
-        changes["user_ids"] = user_map
-    if item_map is not None:
-        changes["item_ids"] = item_map
-    if changes:
-        inter = dataclasses.replace(inter, **changes)
-    if row_meta:
-        keep = None
-        if duplicates == "drop":
-            dup = _exact_duplicate_mask(inter.user, inter.item, inter.timestamp, inter.reward)
-            if dup.any():
-                keep = ~dup
-                inter = inter.take(keep)
-            inter.meta["duplicates_policy"] = "drop"
-        for k, v in row_meta.items():
-            inter.meta[k] = v if keep is None else v[keep]
+    meta["exact_duplicates"] = int(dup.sum())
+    meta["duplicates_policy"] = duplicates
+    keep = ~dup if duplicates == "drop" and dup.any() else None
+    if keep is not None:
+        ucode, icode, seconds, reward = ucode[keep], icode[keep], seconds[keep], reward[keep]
+        prop = None if prop is None else prop[keep]
+    for name, values in (row_meta or {}).items():
+        v = np.asarray(values)
+        v = v if order is None else v[order]
+        meta[name] = v if keep is None else v[keep]
+    inter = Interactions(_own(ucode, np.int64), _own(icode, np.int64), _own(seconds, np.int64),
+                         _own(reward, np.float32), user_ids, item_ids,
+                         None if prop is None else _own(prop, np.float32), source, meta)
+    inter.validate()
     return inter
+
+
+def _own(x: np.ndarray, dtype: Any) -> np.ndarray:
+    """`x` as a writable array of `dtype` (views of arrow buffers are read-only)."""
+    x = np.asarray(x).astype(dtype, copy=False)
+    return x if x.flags.writeable else x.copy()
+
+
+def _duplicates_in_sorted(u: np.ndarray, i: np.ndarray, t: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """True for every row that repeats an earlier row exactly; rows sorted by (user, time).
+
+    A duplicate ties with its original on (user, time), so only tied rows are compared."""
+    n = len(u)
+    out = np.zeros(n, dtype=bool)
+    if n < 2:
+        return out
+    same = (u[1:] == u[:-1]) & (t[1:] == t[:-1])
+    if not same.any():
+        return out
+    tied = np.zeros(n, dtype=bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    pos = np.flatnonzero(tied)
+    su, si, st, sr = u[pos], i[pos], t[pos], r[pos]
+    o = np.lexsort((pos, sr, si, st, su))
+    su, si, st, sr = su[o], si[o], st[o], sr[o]
+    rep = np.zeros(len(pos), dtype=bool)
+    rep[1:] = (su[1:] == su[:-1]) & (si[1:] == si[:-1]) & (st[1:] == st[:-1]) & (sr[1:] == sr[:-1])
+    out[pos[o]] = rep
+    return out
+
+
+def _to_catalog(cols: Columns, icode: np.ndarray, ids: np.ndarray, catalog: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    cat = np.unique(np.asarray(catalog))
+    try:
+        pos = np.clip(np.searchsorted(cat, ids), 0, len(cat) - 1)
+        ok = cat[pos] == ids
+    except (TypeError, ValueError):  # ids and catalog of different kinds (text vs numbers)
+        ok = np.zeros(len(ids), dtype=bool)
+        pos = np.zeros(len(ids), dtype=np.int64)
+    if not ok.all():
+        idx = int(np.argmax(~ok[icode]))
+        raise cols.fail("item", idx, f"item {ids[icode[idx]]!r} is not in the item catalog")
+    return pos[icode].astype(np.int64), cat
+
+
+# ---------------------------------------------------------------------------- arrow -> numpy
+_NP_TYPES = {pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64,
+             pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32,
+             pa.uint64(): np.uint64, pa.float32(): np.float32, pa.float64(): np.float64}
+
+
+def to_np(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Arrow -> numpy without pyarrow's pandas shim (`to_numpy` imports pandas when it is
+    installed, ~0.3 s): fixed-width numbers without nulls are viewed straight from the buffer,
+    booleans go through uint8; anything else falls back to `to_numpy`."""
+    if isinstance(a, pa.ChunkedArray):
+        parts = [to_np(c) for c in a.chunks]
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=_NP_TYPES.get(a.type, object))
+    t = a.type
+    if a.null_count == 0 and t in _NP_TYPES:
+        dtype = np.dtype(_NP_TYPES[t])
+        return np.frombuffer(a.buffers()[1], dtype=dtype, count=len(a), offset=a.offset * dtype.itemsize)
+    if a.null_count == 0 and pa.types.is_boolean(t):
+        return to_np(pc.cast(a, pa.uint8())).astype(bool)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return np.asarray(a.to_pylist(), dtype=object)
+    return a.to_numpy(zero_copy_only=False)
 
 
 # ---------------------------------------------------------------------------- column conversions
@@ -177,7 +284,7 @@ def _first_true(mask: np.ndarray) -> int | None:
 def _check_nulls(cols: Columns, role: str, what: str) -> None:
     arr = cols.arrays[role]
     if arr.null_count:
-        idx = _first_true(pc.is_null(arr).to_numpy(zero_copy_only=False))
+        idx = _first_true(to_np(pc.is_null(arr)))
         raise cols.fail(role, idx, f"{what} is empty")
 
 
@@ -217,45 +324,94 @@ def _binary_to_text(cols: Columns, role: str, arr: pa.Array) -> pa.Array:
         raise cols.fail(role, idx, f"the value {_value(arr, idx)} is not valid UTF-8 text") from None
 
 
-def encode_ids(cols: Columns, role: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Ids -> (values, id map). Integer ids come back as int64 values and map None (the table
-    encodes them); other ids come back as codes 0..k-1 in sorted order of their text, with the
-    sorted texts as the map (hash-encoded by arrow: much faster than sorting strings)."""
+def encode_ids(cols: Columns, role: str) -> tuple[np.ndarray, np.ndarray]:
+    """Ids -> (codes, id map): codes 0..k-1 per row, and the k distinct original ids sorted.
+
+    Integer columns, and text columns in which every id is an integer written plainly (digits
+    with an optional '-', no leading zeros or spaces: `0042` stays text), give int64 ids in
+    numeric order; everything else gives text ids in code-point order. No full sort of the
+    rows: integer ids in a dense range are encoded by counting, others are hash-encoded by arrow,
+    and only the distinct ids are sorted.
+    """
     _check_nulls(cols, role, f"{role} id")
-    arr = _as_array(cols.arrays[role])
+    arr = cols.arrays[role]
     t = arr.type
-    if pa.types.is_integer(t):
-        if pa.types.is_uint64(t) and len(arr) and pc.max(arr).as_py() > np.iinfo(np.int64).max:
-            return _encode_text(cols, role, pc.cast(arr, pa.string()))
-        return arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False), None
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        arr = _binary_to_text(cols, role, arr)
-    elif not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        arr = _binary_to_text(cols, role, _as_array(arr))
+    elif not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
         try:
             arr = pc.cast(arr, pa.string())
         except pa.ArrowException:
             raise cols.fail(role, None, f"{role} ids of type {t} cannot be read as text") from None
-    return _encode_text(cols, role, arr)
+    if pa.types.is_uint64(arr.type):
+        arr = pc.cast(arr, pa.string())
+    ints = _plain_integers(arr)
+    if ints is not None:
+        return _encode_integers(ints)
+    return _encode_hashed(arr)
 
 
-def _encode_text(cols: Columns, role: str, arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    enc = pc.dictionary_encode(arr)
-    dictionary = enc.dictionary
-    order = pc.sort_indices(dictionary).to_numpy()  # byte order of UTF-8 = code-point order
+def _plain_integers(arr: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """int64 values of an integer column, or of a text column written as plain integers."""
+    if pa.types.is_integer(arr.type):
+        return to_np(arr).astype(np.int64, copy=False)
+    try:
+        v = to_np(pc.cast(arr, pa.int64()))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    # plain iff the text is exactly as long as the number's digits (+1 for '-'): this rejects
+    # leading zeros, '+' signs and spaces without a regular expression over every row.
+    # Checked in slices of 1M rows to keep the temporary arrays small.
+    text = arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
+    step = 1 << 20
+    for start in range(0, len(v), step):
+        part = v[start:start + step]
+        length = to_np(pc.utf8_length(text.slice(start, step)))
+        digits = 1 + np.searchsorted(_POW10, np.abs(part), side="right")  # exact integer arithmetic
+        if not np.array_equal(length, digits + (part < 0)):
+            return None
+    return v
+
+
+_POW10 = np.array([10**k for k in range(1, 19)], dtype=np.int64)
+
+
+def _encode_integers(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = len(v)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    lo, hi = int(v.min()), int(v.max())
+    if hi - lo <= 4 * n + 1024:  # dense range: count, no sort
+        present = np.zeros(hi - lo + 1, dtype=bool)
+        off = v - lo
+        present[off] = True
+        rank = np.cumsum(present, dtype=np.int64) - 1
+        return rank[off], np.flatnonzero(present).astype(np.int64) + lo
+    enc = pc.dictionary_encode(pa.array(v))
+    values = to_np(enc.dictionary).astype(np.int64)
+    order = np.argsort(values, kind="stable")
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order), dtype=np.int64)
-    codes = rank[enc.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)]
-    ids = np.asarray(dictionary.take(pa.array(order)).to_pylist(), dtype=object)
-    return codes, ids
+    return rank[to_np(enc.indices).astype(np.int64)], values[order]
 
 
-def ids_as_numpy(cols: Columns, role: str) -> np.ndarray:
-    """Ids as a plain numpy array (integers as int64, anything else as Python strings)."""
-    _check_nulls(cols, role, f"{role} id")
-    arr = _as_array(cols.arrays[role])
-    if pa.types.is_integer(arr.type):
-        return arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    return np.asarray(pc.cast(arr, pa.string()).to_pylist(), dtype=object)
+def _encode_hashed(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Text ids: arrow hash-encodes them; the distinct texts are sorted by arrow (UTF-8 byte
+    order, which is code-point order, as Python sorts `str`)."""
+    enc = pc.dictionary_encode(arr)
+    chunks = enc.chunks if isinstance(enc, pa.ChunkedArray) else [enc]
+    if len(chunks) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+    dictionary = chunks[0].dictionary
+    if any(not c.dictionary.equals(dictionary) for c in chunks[1:]):  # pragma: no cover
+        enc = enc.unify_dictionaries()
+        chunks, dictionary = enc.chunks, enc.chunks[0].dictionary
+    index = np.concatenate([to_np(c.indices) for c in chunks]).astype(np.int64)
+    order = to_np(pc.sort_indices(dictionary))
+    values = np.asarray(dictionary.take(pa.array(order)).to_pylist(), dtype=object)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    return rank[index], values
 
 
 def _numbers(cols: Columns, role: str, what: str) -> np.ndarray:
@@ -278,7 +434,7 @@ def _numbers(cols: Columns, role: str, what: str) -> np.ndarray:
     elif not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
               or pa.types.is_decimal(t)):
         raise cols.fail(role, None, f"{what} must be numeric; the column has type {t}")
-    return arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    return to_np(arr).astype(np.float64, copy=False)
 
 
 def to_reward(cols: Columns, role: str = "reward") -> np.ndarray:
@@ -307,14 +463,14 @@ _ZONE = r"\d\d:\d\d(:\d\d([.,]\d*)?)?\s*(Z|z|[+-]\d\d(:?\d\d)?)$"  # a time, the
 def _time_text_to_us(a: pa.Array) -> np.ndarray:
     """ISO 8601 text -> int64 microseconds since the epoch (UTC); raises ArrowInvalid."""
     a = pc.utf8_trim_whitespace(a)
-    zoned = pc.match_substring_regex(a, _ZONE).to_numpy(zero_copy_only=False)
+    zoned = to_np(pc.match_substring_regex(a, _ZONE))
     out = np.empty(len(a), dtype=np.int64)
     if zoned.any():
         aware = pc.cast(a.filter(pa.array(zoned)), pa.timestamp("us", tz="UTC"))
-        out[zoned] = pc.cast(aware, pa.int64()).to_numpy(zero_copy_only=False)
+        out[zoned] = to_np(pc.cast(aware, pa.int64()))
     if not zoned.all():
         naive = pc.cast(a.filter(pa.array(~zoned)), pa.timestamp("us"))
-        out[~zoned] = pc.cast(naive, pa.int64()).to_numpy(zero_copy_only=False)
+        out[~zoned] = to_np(pc.cast(naive, pa.int64()))
     return out
 
 
@@ -369,11 +525,11 @@ def to_seconds(cols: Columns, role: str = "timestamp") -> tuple[np.ndarray, np.n
             return _split_integer_time(us, 1_000_000)
     if pa.types.is_integer(t):
         if pa.types.is_uint64(t) and pc.max(arr).as_py() > np.iinfo(np.int64).max:
-            idx = _first_true(pc.greater(arr, np.iinfo(np.int64).max).to_numpy(zero_copy_only=False))
+            idx = _first_true(to_np(pc.greater(arr, np.iinfo(np.int64).max)))
             raise cols.fail(role, idx, "timestamp is too large")
-        return _split_integer_time(arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False), scale)
+        return _split_integer_time(to_np(arr).astype(np.int64, copy=False), scale)
     if pa.types.is_floating(t) or pa.types.is_decimal(t):
-        x = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        x = to_np(arr).astype(np.float64, copy=False)
         bad = _first_true(~np.isfinite(x) | (np.abs(x / scale) > _INT64_SAFE / 1e3))
         if bad is not None:
             raise cols.fail(role, bad, f"timestamp {float(x[bad])!r} is not a finite time in range")
@@ -381,12 +537,12 @@ def to_seconds(cols: Columns, role: str = "timestamp") -> tuple[np.ndarray, np.n
         exact = x if np.any(x != sec * scale) else None
         return sec.astype(np.int64), exact
     if pa.types.is_timestamp(t):
-        return _split_integer_time(pc.cast(arr, pa.int64()).to_numpy(zero_copy_only=False),
+        return _split_integer_time(to_np(pc.cast(arr, pa.int64())),
                                    _ARROW_UNIT[t.unit])
     if pa.types.is_date32(t):
-        return pc.cast(arr, pa.int32()).to_numpy(zero_copy_only=False).astype(np.int64) * 86_400, None
+        return to_np(pc.cast(arr, pa.int32())).astype(np.int64) * 86_400, None
     if pa.types.is_date64(t):
-        return _split_integer_time(pc.cast(arr, pa.int64()).to_numpy(zero_copy_only=False), 1_000)
+        return _split_integer_time(to_np(pc.cast(arr, pa.int64())), 1_000)
     raise cols.fail(role, None, f"timestamps must be numbers or ISO 8601 text; the column has type {t}")
 
 
@@ -413,17 +569,25 @@ def open_text(path: Path) -> io.BufferedIOBase:
 
 
 def first_lines(path: Path, k: int = 1, max_bytes: int = 1 << 20) -> list[str]:
-    """The first `k` non-blank lines (decoded leniently, BOM and line ends stripped)."""
+    """The first `k` non-blank lines (decoded leniently, BOM and line ends stripped), reading at
+    most `max_bytes` (a longer line is cut there)."""
+    out: list[str] = []
+    budget = max_bytes
     try:
         with open_text(path) as f:
-            head = f.read(max_bytes)
+            while len(out) < k and budget > 0:
+                raw = f.readline(budget)
+                if not raw:
+                    break
+                budget -= len(raw)
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if not out:
+                    line = line.lstrip("\ufeff")
+                if line.strip():
+                    out.append(line)
     except (OSError, EOFError, ValueError) as e:
         raise InputError(f"cannot read the file: {e}", path=path) from None
-    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
-    lines = [ln.rstrip("\r") for ln in text.split("\n")]
-    if len(head) == max_bytes:  # the last line may be cut: drop it unless it is the only one
-        lines = lines[:-1] or lines
-    return [ln for ln in lines if ln.strip()][:k]
+    return out
 
 
 def split_line(line: str, delimiter: str) -> list[str]:
@@ -474,21 +638,21 @@ def read_delimited(
     names: list[str] | None,
     select: dict[str, str],
     time_unit: str = "s",
-    skip_header: bool = False,
 ) -> Columns:
     """Read the selected columns of a delimited text file with pyarrow (multi-threaded).
 
     Args:
         delimiter: one character.
         names: the column names in file order for a file without a header (None: the first line
-            is the header). With `skip_header`, the first line is skipped and `names` used.
+            is the header).
         select: role -> column name (in the header or in `names`).
         time_unit: unit of numeric timestamps.
 
     The header (or the first line) is checked first, so a missing column or a wrong delimiter is
     reported with the columns actually found. Rewards and propensities are read straight as
-    float64, ids and timestamps with arrow's type inference; if any conversion fails the columns
-    are read again as text and the conversions in this module find the first bad row.
+    float64, timestamps with arrow's type inference; if any conversion fails the columns
+    are read again as text and the conversions in this module find the first bad row. Ids are
+    read as text (see `encode_ids`).
     """
     if path.stat().st_size == 0:
         raise InputError("the file is empty", path=path)
@@ -510,11 +674,14 @@ def read_delimited(
             f"({', '.join(names or [])}){delimiter_hint(first, delimiter)}",
             path=path, row=1,
         )
-    read = pacsv.ReadOptions(column_names=names, skip_rows=1 if skip_header else 0,
+    read = pacsv.ReadOptions(column_names=names,
                              block_size=BLOCK_SIZE)
     parse = pacsv.ParseOptions(delimiter=delimiter)
     wanted = list(dict.fromkeys(select.values()))
+    # ids as text (so `0042` keeps its zeros; plain integers become int ids in `encode_ids`),
+    # rewards as float64, timestamps inferred (integers, floats or ISO times)
     numeric = {select[r]: pa.float64() for r in ("reward", "propensity") if r in select}
+    numeric.update({select[r]: pa.string() for r in ("user", "item") if r in select})
     base = dict(include_columns=wanted, null_values=[""], strings_can_be_null=True,
                 quoted_strings_can_be_null=True)
     try:
@@ -523,7 +690,7 @@ def read_delimited(
     except pa.ArrowInvalid as e:
         msg = str(e)
         if "parse error" in msg.lower():
-            raise _parse_error(path, read, parse, base, header or skip_header, msg) from None
+            raise _parse_error(path, read, parse, base, header, msg) from None
         if "conversion error" not in msg.lower():
             raise InputError(f"cannot read the file: {msg}", path=path) from None
         table = _read_as_text(path, read, parse, base, wanted)
