@@ -99,6 +99,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the model subcommands to the `recalign` parser."""
     cli = _cli()
 
+    from recalign.posttrain.cli import register as register_posttrain
+
+    register_posttrain(sub)
+
     p = sub.add_parser("theory", help="METHOD.md's bound: value loss of exp_sft under noise, smallest safe λ")
     p.add_argument("--sigma", type=float, required=True, help="sub-Gaussian noise scale σ of the rewards")
     p.add_argument("--n-items", type=float, required=True, help="catalog size |A|")
