@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workdir", default=None, help="RecBole writes log/ and saved/ here (default: beside --out)")
     ap.add_argument("--patience", type=int, default=10, help="RecBole stopping_step")
     args = ap.parse_args(argv)
+    sys.argv = sys.argv[:1]  # RecBole's Config would read `--key=value` arguments as its own settings
 
     out_path = Path(args.out).resolve()
     workdir = Path(args.workdir or out_path.parent / f"recbole-work-seed{args.seed}").resolve()

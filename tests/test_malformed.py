@@ -8,6 +8,8 @@ import contextlib
 import gzip
 import io
 import json
+import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,9 +24,17 @@ VALID = HEADER + "1,10,4,100\n1,11,5,101\n2,10,3,102\n2,12,1.5,103\n3,11,2,104\n
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:
+    """main(argv) -> (exit code, stdout, stderr). Exceptions swallowed inside C callbacks (which
+    Python would print as "Exception ignored ... Traceback" on stderr) fail the test."""
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
+    unraisable: list = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(argv)
+    finally:
+        sys.unraisablehook = hook
+    assert not unraisable, [str(u.exc_value) for u in unraisable]
     return rc, out.getvalue(), err.getvalue()
 
 
@@ -42,6 +52,7 @@ CASES = [
     ("bad_date.csv", HEADER + "1,10,4,2019-11-24\n2,11,5,2019-13-45\n", [], 2, "timestamp", ["'2019-13-45'", "ISO 8601"]),
     ("empty_user.csv", HEADER + "1,10,4,100\n,11,5,101\n", [], 2, "user", ["user id is empty"]),
     ("short_row.csv", HEADER + "1,10,4,100\n1,11,5,101\n2,11,5\n", [], 3, None, ["expected 4 fields", "found 3"]),
+    ("long_row_bad_utf8.csv", HEADER + "1,10,4,100\n\n1\udcff10,4,100,7,8\n", [], 2, None, ["expected 4 fields", "found 5"]),
     ("empty.csv", "", [], None, None, ["empty"]),
     ("header_only.csv", HEADER, [], None, None, ["no data rows"]),
     ("header_only_crlf.csv", HEADER.replace("\n", "\r\n"), [], None, None, ["no data rows"]),
@@ -66,7 +77,7 @@ CASES = [
 @pytest.mark.parametrize(("name", "content", "args", "row", "column", "words"), CASES, ids=[c[0] for c in CASES])
 def test_malformed_file(tmp_path, name, content, args, row, column, words):
     path = tmp_path / name
-    path.write_bytes(content.encode())
+    path.write_bytes(content.encode("utf-8", errors="surrogateescape"))
     before = path.read_bytes()
     for extra in ([], ["--json"]):
         rc, out, err = run(["data", "stats", str(path), *args, *extra])
@@ -115,9 +126,18 @@ _BYTES = st.sampled_from([b",", b"\n", b"\r", b'"', b";", b"\t", b" ", b"-", b".
                           b"nan", b"inf", b"9" * 25, b"\xff", b"\xc3", b"\x00", b"2019-11-24", b"1"])
 
 
+# (file name, valid content, CLI args): a CSV with a header, a header-less TSV, JSON Lines
+BASES = [
+    ("log.csv", VALID, []),
+    ("log.tsv", VALID.split("\n", 1)[1].replace(",", "\t"), ["--no-header", "--columns", "user,item,reward,timestamp"]),
+    ("log.jsonl", "".join(json.dumps(dict(zip(("user", "item", "rating", "timestamp"), ln.split(","))))
+                          + "\n" for ln in VALID.strip().split("\n")[1:]), []),
+]
+
+
 @st.composite
-def corrupted(draw) -> bytes:
-    data = bytearray(VALID.encode())
+def corrupted(draw, base: str) -> bytes:
+    data = bytearray(base.encode())
     for _ in range(draw(st.integers(1, 4))):
         op = draw(st.sampled_from(["replace", "insert", "delete", "truncate_line", "drop_cell", "cut"]))
         pos = draw(st.integers(0, max(len(data) - 1, 0)))
@@ -140,13 +160,16 @@ def corrupted(draw) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=int(__import__("os").environ.get("RECALIGN_FUZZ_EXAMPLES", "100")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(content=corrupted(), as_json=st.booleans())
-def test_random_corruption_never_crashes(content, as_json):
+@settings(max_examples=int(os.environ.get("RECALIGN_FUZZ_EXAMPLES", "100")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), as_json=st.booleans())
+def test_random_corruption_never_crashes(data, as_json):
+    name, base, args = data.draw(st.sampled_from(BASES))
+    content = data.draw(corrupted(base))
     with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "log.csv"
+        path = Path(d) / name
         path.write_bytes(content)
-        rc, out, err = run(["data", "stats", str(path), *(["--json"] if as_json else [])])
+        rc, out, err = run(["data", "stats", str(path), *args, *(["--json"] if as_json else [])])
         assert rc in (0, 2), err
         assert "Traceback" not in err
         if rc == 0 and as_json:

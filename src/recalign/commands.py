@@ -95,13 +95,32 @@ def cmd_theory(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from recalign.experiments.demo import format_table, run_demo
+
+    out = args.out or tempfile.mkdtemp(prefix="recalign-demo-")
+    res = run_demo(out, quick=args.quick, overrides=args.overrides, seeds=args.seeds)
+    if args.json:
+        _cli()._print_json({k: v for k, v in res.items() if k != "config"})
+    else:
+        sys.stdout.write(format_table(res) + "\n")
+        sys.stdout.write(f"\n{res['seconds']:.0f} s; results.json, table.txt and every run folder are in {out}\n")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the model subcommands to the `recalign` parser."""
     cli = _cli()
 
-    from recalign.posttrain.cli import register as register_posttrain
-
-    register_posttrain(sub)
+    p = sub.add_parser("demo", help="the whole story on the embedded simulator, in a few minutes on a CPU")
+    p.add_argument("--quick", action="store_true", help="a smaller world and model (about a minute; used by CI)")
+    p.add_argument("--out", help="folder for results.json, table.txt and the runs (default: a new temp folder)")
+    p.add_argument("--seeds", type=int, default=1, help="simulator/training seeds (intervals over seeds when > 1)")
+    cli._add_config_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("theory", help="METHOD.md's bound: value loss of exp_sft under noise, smallest safe λ")
     p.add_argument("--sigma", type=float, required=True, help="sub-Gaussian noise scale σ of the rewards")
@@ -121,6 +140,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.set_defaults(func=cmd_pretrain)
+
+    from recalign.posttrain.cli import register as register_posttrain
+
+    register_posttrain(sub)
 
     p = sub.add_parser("evaluate", help="full-ranking metrics of a run on its validation or test targets")
     p.add_argument("run", help="run folder")

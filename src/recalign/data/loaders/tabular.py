@@ -3,15 +3,16 @@
 A loader's job is to say *where* the four (or five) columns of a file are; this module reads
 them and turns them into the internal table. Each column has a role:
 
-- `user`, `item`: ids of any type. Integer columns stay integers (so codes follow numeric order,
-  as in `recalign.data.schema`); every other type is read as text.
+- `user`, `item`: ids of any type. Integer columns, and text columns in which every id is a
+  plainly written integer, give int64 ids (codes follow numeric order, as in
+  `recalign.data.schema`); anything else is text (so `0042` keeps its zeros).
 - `reward`: a finite number (float32 range). NaN, inf, empty cells and text are errors.
 - `timestamp`: integer or float Unix time (in `time_unit`: seconds, or milliseconds for Amazon
   2023), or ISO 8601 text such as `2019-11-24 00:00:34.762830+00:00`, `2019-11-24T00:00:34Z` or
   `2019-11-24` (text without a zone offset is read as UTC). The table keeps whole seconds,
-  rounded down; when the file holds finer times (fractions of a second, milliseconds), rows are
-  first put in order of the exact time (stable), so that the table's secondary sort key, the
-  row order, keeps sub-second order.
+  rounded down; when the file holds finer times (fractions of a second, milliseconds), rows
+  that share a user and a second are ordered by the exact time, then by file row, so the table's
+  row order keeps sub-second order.
 - `propensity` (optional): a number in (0, 1].
 
 Errors name the file, the 1-based data row (header excluded, blank lines not counted) and the
@@ -690,7 +691,8 @@ def read_delimited(
     except pa.ArrowInvalid as e:
         msg = str(e)
         if "parse error" in msg.lower():
-            raise _parse_error(path, read, parse, base, header, msg) from None
+            raise _parse_error(path, delimiter, len(found) if header else len(names or []), header,
+                               msg) from None
         if "conversion error" not in msg.lower():
             raise InputError(f"cannot read the file: {msg}", path=path) from None
         table = _read_as_text(path, read, parse, base, wanted)
@@ -714,31 +716,33 @@ def _read_as_text(path: Path, read: Any, parse: Any, base: dict, wanted: list[st
     raise InputError(f"cannot read the file: {last}", path=path)
 
 
-def _parse_error(path: Path, read: Any, parse: Any, base: dict, has_header: bool, msg: str) -> InputError:
-    """Locate a structural error (wrong number of fields) by re-reading on one thread."""
-    bad: list[Any] = []
-
-    def handler(row: Any) -> str:
-        bad.append(row)
-        return "error"
-
-    opts = pacsv.ParseOptions(delimiter=parse.delimiter, invalid_row_handler=handler)
-    ro = pacsv.ReadOptions(column_names=read.column_names, skip_rows=read.skip_rows,
-                           block_size=read.block_size, use_threads=False)
+def _parse_error(path: Path, delimiter: str, expected: int, has_header: bool, msg: str) -> InputError:
+    """Locate a structural error (a line with the wrong number of fields). Error path only: a
+    Python scan over the lines, stopping at the first bad one (arrow skips empty lines and ends
+    a row at every line break, and so does this scan)."""
+    row = 0
+    header_seen = not has_header
     try:
-        pacsv.read_csv(path, read_options=ro, parse_options=opts,
-                       convert_options=pacsv.ConvertOptions(**base))
-    except pa.ArrowException:
+        with open_text(path) as f:
+            for i, raw in enumerate(f):
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if i == 0:
+                    line = line.lstrip("\ufeff")
+                if not line:
+                    continue
+                if not header_seen:
+                    header_seen = True
+                    continue
+                row += 1
+                found = len(split_line(line, delimiter))
+                if found != expected:
+                    text = line if len(line) <= 60 else line[:57] + "..."
+                    return InputError(
+                        f"expected {expected} fields ({_describe(delimiter)}-separated), found "
+                        f"{found}: {text!r}", path=path, row=row,
+                    )
+    except (OSError, EOFError, ValueError):
         pass
-    if bad and bad[0].number is not None:
-        r = bad[0]
-        text = r.text if len(r.text) <= 60 else r.text[:57] + "..."
-        row = r.number - (1 if has_header else 0)
-        return InputError(
-            f"expected {r.expected_columns} fields ({_describe(parse.delimiter)}-separated), "
-            f"found {r.actual_columns}: {text!r}",
-            path=path, row=row,
-        )
     detail = re.sub(r"^CSV parse error:\s*", "", msg)
     return InputError(f"the file is not valid delimited text: {detail}", path=path)
 
