@@ -322,35 +322,6 @@ def test_input_files_are_never_modified(tmp_path):
     assert p.read_bytes() == before
 
 
-# ---------------------------------------------------------------------------- fast path = reference
-@pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("duplicates", ["keep", "drop"])
-def test_fast_builder_equals_from_raw(seed, duplicates):
-    """`tabular.assemble` (one argsort of a combined key, duplicates searched among ties only)
-    builds exactly the table `Interactions.from_raw` builds from the same rows."""
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 400))
-    user_ids = np.sort(rng.choice(10_000, size=int(rng.integers(1, 30)), replace=False))
-    item_ids = np.array(sorted({f"i{k}" for k in rng.integers(0, 50, 20)}), dtype=object)
-    ucode = rng.integers(0, len(user_ids), n)
-    icode = rng.integers(0, len(item_ids), n)
-    ts = rng.integers(-5, 6, n) * (10 ** int(rng.integers(0, 10)))  # many ties, some negative
-    reward = rng.integers(0, 3, n).astype(np.float32)
-    prop = rng.uniform(0.1, 1.0, n).astype(np.float32) if seed % 2 else None
-    if seed == 5:  # exact duplicates guaranteed
-        ucode, icode, ts, reward = (np.concatenate([a, a[: n // 2]]) for a in (ucode, icode, ts, reward))
-        prop = None
-    # every id must occur for the id maps to agree: keep only those used
-    uu, ucode = np.unique(ucode, return_inverse=True)
-    ii, icode = np.unique(icode, return_inverse=True)
-    user_ids, item_ids = user_ids[uu], item_ids[ii]
-    fast = tabular.assemble(ucode, user_ids, icode, item_ids, ts, reward, prop, duplicates=duplicates)
-    ref = Interactions.from_raw(user_ids[ucode], item_ids[icode], ts, reward, prop, duplicates=duplicates)
-    assert fast.equals(ref)
-    assert fast.meta["exact_duplicates"] == ref.meta["exact_duplicates"]
-    assert fast.meta["duplicates_policy"] == ref.meta["duplicates_policy"] == duplicates
-
-
 def test_ids_keep_leading_zeros_and_plain_integers_become_int_ids(tmp_path):
     p = write(tmp_path / "z.csv", "user,item,rating,timestamp\n0042,10,1,1\n42,9,1,2\n-3,11,1,3\n")
     inter = load_dataset(p)

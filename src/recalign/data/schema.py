@@ -43,8 +43,8 @@ class Interactions:
     @classmethod
     def from_raw(
         cls,
-        user: np.ndarray,
-        item: np.ndarray,
+        user: Any,
+        item: Any,
         timestamp: np.ndarray,
         reward: np.ndarray,
         propensity: np.ndarray | None = None,
@@ -53,53 +53,89 @@ class Interactions:
         duplicates: DuplicatePolicy = "keep",
         meta: dict[str, Any] | None = None,
         item_ids: np.ndarray | None = None,
+        tiebreak: np.ndarray | None = None,
+        extra_columns: dict[str, np.ndarray] | None = None,
     ) -> Interactions:
-        """Encode raw ids to codes, drop exact duplicates if asked, sort, validate.
+        """Encode raw ids to codes, sort, count (and drop if asked) exact duplicates, validate.
+
+        This is the one builder of the table: the file loaders parse and check their columns,
+        then call it. It is built for large inputs (10M rows in a few CPU-seconds): ids are
+        count-encoded (integers in a dense range) or hash-encoded, and only the distinct ids are
+        sorted; rows are ordered by one stable argsort of a combined int64 (user, time) key
+        (skipped when the rows are already in order); exact duplicates are looked for only among
+        rows that tie on (user, time). The result is the same as the plain definition: codes in
+        sorted order of the original ids, rows in lexicographic (user, timestamp, row) order.
 
         Args:
-            user, item: original ids (any sortable dtype), one per row in file order.
-            timestamp: int64-convertible times; reward: finite floats.
+            user, item: original ids, one per row in input order: numpy arrays (or anything
+                `np.asarray` accepts) of any sortable dtype (integer ids sort numerically, text
+                by code point), or pyarrow string arrays (the loaders pass those, which saves
+                a conversion). The id maps keep the input's dtype.
+            timestamp: int64-convertible times; reward: finite floats (stored as float32).
             propensity: optional logging probabilities in (0, 1].
+            source: where the rows come from (file path or a name), used in error messages.
             duplicates: `keep` every row (default), or `drop` exact duplicate rows (same user,
-                item, timestamp and reward), keeping the first. The count of exact duplicates is
-                recorded in `meta["exact_duplicates"]` either way.
+                item, timestamp and reward), keeping the first in table order. The count of
+                exact duplicates is recorded in `meta["exact_duplicates"]` either way, the policy
+                in `meta["duplicates_policy"]`.
+            meta: extra facts kept in `Interactions.meta` (copied).
             item_ids: the full catalog of original item ids, if it is larger than the items that
-                occur (codes then follow this array's sorted order).
+                occur (codes then follow this array's sorted order); an item outside it is an
+                `InputError` naming its (1-based) input row.
+            tiebreak: optional finer sort key for rows that tie on (user, timestamp), applied
+                before the input row (the loaders pass exact sub-second times when `timestamp`
+                holds whole seconds). It does not enter the duplicate test.
+            extra_columns: per-row arrays in input order (e.g. OBD's slot `position` and
+                `file_row`); they are reordered (and thinned by `duplicates="drop"`) with the
+                rows and stored in `meta` under their names, so `meta[name][k]` belongs to row
+                `k` of the table.
+
+        The returned arrays never share memory with the inputs.
         """
+        if duplicates not in ("keep", "drop"):
+            raise InputError(f"duplicates policy must be keep or drop; got {duplicates!r}")
         n = len(user)
         if not (len(item) == len(timestamp) == len(reward) == n):
             raise InputError(f"{source}: columns have different lengths")
+        extra = dict(extra_columns or {})
+        for name, col in [("propensity", propensity), ("tiebreak", tiebreak), *extra.items()]:
+            if col is not None and len(col) != n:
+                raise InputError(f"{source}: column {name!r} has {len(col)} rows, expected {n}")
         if n == 0:
             raise InputError("no interactions (the file has no data rows)", path=source or None)
-        user_ids, ucode = np.unique(np.asarray(user), return_inverse=True)
-        if item_ids is None:
-            item_ids, icode = np.unique(np.asarray(item), return_inverse=True)
-        else:
-            item_ids = np.unique(np.asarray(item_ids))
-            icode = np.searchsorted(item_ids, np.asarray(item))
-            icode = np.clip(icode, 0, len(item_ids) - 1)
-            if not np.array_equal(item_ids[icode], np.asarray(item)):
-                raise InputError("some items are not in the given item catalog", path=source or None)
-        ucode = ucode.astype(np.int64).reshape(-1)
-        icode = icode.astype(np.int64).reshape(-1)
         ts = np.asarray(timestamp).astype(np.int64, copy=False)
-        rw = np.asarray(reward, dtype=np.float32)
+        rw = np.ascontiguousarray(reward, dtype=np.float32)
         prop = None if propensity is None else np.asarray(propensity, dtype=np.float32)
+        _check_values(rw, prop, source)  # rows named in input order, before the sort
+        ucode, user_ids = encode_ids(user)
+        icode, found = encode_ids(item)
+        if item_ids is None:
+            item_ids = found
+        else:
+            icode, item_ids = _to_catalog(icode, found, item_ids, source)
+        del found
         meta = dict(meta or {})
 
-        order = np.lexsort((np.arange(n), ts, ucode))  # user, then time, then file row
-        ucode, icode, ts, rw = ucode[order], icode[order], ts[order], rw[order]
-        prop = None if prop is None else prop[order]
+        order, ucode, ts = _sort_rows(ucode, ts, len(user_ids), tiebreak)
+        if order is None:  # already in order: the arrays may still be the caller's
+            ts, rw = _fresh(ts, timestamp), _fresh(rw, reward)
+            prop = None if prop is None else _fresh(prop, propensity)
+        else:
+            icode, rw = _gather_item_reward(icode, rw, order, len(item_ids))
+            prop = None if prop is None else prop[order]
 
         dup = _exact_duplicate_mask(ucode, icode, ts, rw)
         meta["exact_duplicates"] = int(dup.sum())
         meta["duplicates_policy"] = duplicates
-        if duplicates == "drop" and dup.any():
-            keep = ~dup
+        keep = ~dup if duplicates == "drop" and dup.any() else None
+        del dup
+        if keep is not None:
             ucode, icode, ts, rw = ucode[keep], icode[keep], ts[keep], rw[keep]
             prop = None if prop is None else prop[keep]
-        elif duplicates not in ("keep", "drop"):
-            raise InputError(f"duplicates policy must be keep or drop; got {duplicates!r}")
+        for name, col in extra.items():
+            v = np.asarray(col)
+            v = v.copy() if order is None else v[order]
+            meta[name] = v if keep is None else v[keep]
         out = cls(ucode, icode, ts, rw, user_ids, item_ids, prop, source, meta)
         out.validate()
         return out
@@ -175,15 +211,221 @@ class Interactions:
         return same and (self.propensity is None or np.array_equal(self.propensity, other.propensity))
 
 
+# ---------------------------------------------------------------------------- building blocks of from_raw
+def _check_values(reward: np.ndarray, prop: np.ndarray | None, source: str) -> None:
+    """Rewards finite, propensities in (0, 1]; the first bad one is named by its input row."""
+    bad = ~np.isfinite(reward)
+    if bad.any():
+        raise InputError("reward is not finite", row=int(np.argmax(bad)) + 1, column="reward",
+                         path=source or None)
+    if prop is not None:
+        bad = ~((prop > 0) & (prop <= 1))
+        if bad.any():
+            raise InputError("propensity must lie in (0, 1]", row=int(np.argmax(bad)) + 1,
+                             column="propensity", path=source or None)
+
+
+def encode_ids(ids: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Original ids -> (codes, id map): int64 codes 0..k-1 per row, and the k distinct ids sorted
+    (`id_map[codes]` gives the ids back). Integer ids sort numerically, text by code point.
+
+    No sort of all the rows: integers in a dense range are encoded by counting, other integers
+    and text are hash-encoded by arrow, and only the k distinct ids are sorted. Other dtypes
+    (floats, bytes, mixed objects) fall back to `np.unique`. The id map keeps the input's dtype;
+    a pyarrow string array gives an object array of `str`.
+    """
+    if _is_arrow(ids):
+        import pyarrow as pa
+
+        if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+            if ids.null_count:
+                raise InputError("ids must not be missing")
+            return _encode_arrow_text(ids)
+        ids = ids.to_numpy(zero_copy_only=False)
+    a = np.asarray(ids)
+    if a.ndim != 1:
+        a = a.reshape(-1)
+    if a.dtype.kind in "iu":
+        return _encode_integers(a)
+    if a.dtype.kind in "OU":
+        out = _encode_text(a)
+        if out is not None:
+            return out
+    id_map, codes = np.unique(a, return_inverse=True)
+    return codes.astype(np.int64).reshape(-1), id_map
+
+
+def _is_arrow(x: Any) -> bool:
+    return type(x).__module__.startswith("pyarrow") and hasattr(x, "type")
+
+
+def _encode_integers(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(v) == 0:
+        return np.zeros(0, dtype=np.int64), v[:0].copy()
+    lo, hi = int(v.min()), int(v.max())
+    if hi - lo <= 4 * len(v) + 1024:  # dense range: count, no sort
+        # offsets from lo, computed in the input's dtype where that is exact (unsigned) and in
+        # int64 otherwise (small signed dtypes would overflow)
+        off = (v - v.dtype.type(lo)).astype(np.int64) if v.dtype.kind == "u" else v.astype(np.int64) - lo
+        present = np.zeros(hi - lo + 1, dtype=bool)
+        present[off] = True
+        rank = np.cumsum(present, dtype=np.int64)
+        rank -= 1
+        id_map = np.flatnonzero(present).astype(v.dtype)
+        id_map += v.dtype.type(lo)  # wraps in small dtypes, exact modulo 2**bits: the ids fit
+        return rank[off], id_map
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    enc = pc.dictionary_encode(pa.array(v))
+    values = _arrow_index(enc.dictionary).astype(v.dtype, copy=False)
+    order = np.argsort(values, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    return rank[_arrow_index(enc.indices)], values[order]
+
+
+def _encode_text(a: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """str (`U` or object) ids by arrow's hash; object arrays of Python ints as integers; None
+    (use `np.unique`) for anything else."""
+    import pyarrow as pa
+
+    try:
+        arr = pa.array(a)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None
+    if arr.null_count:
+        return None
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        codes, id_map = _encode_arrow_text(arr)
+        return codes, (id_map if a.dtype.kind == "O" else id_map.astype(a.dtype))
+    if a.dtype.kind == "O" and pa.types.is_integer(arr.type):
+        codes, id_map = _encode_integers(np.asarray(arr.to_numpy(zero_copy_only=False)))
+        return codes, id_map.astype(object)
+    return None
+
+
+def _encode_arrow_text(arr: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Text ids: arrow hash-encodes them and sorts the distinct texts (UTF-8 byte order, which
+    is code-point order, as Python sorts `str`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    enc = pc.dictionary_encode(arr)
+    chunks = enc.chunks if isinstance(enc, pa.ChunkedArray) else [enc]
+    if len(chunks) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+    if any(not c.dictionary.equals(chunks[0].dictionary) for c in chunks[1:]):  # pragma: no cover
+        chunks = enc.unify_dictionaries().chunks  # arrow shares one dictionary across chunks
+    dictionary = chunks[0].dictionary
+    index = np.concatenate([_arrow_index(c.indices) for c in chunks]) if len(chunks) > 1 \
+        else _arrow_index(chunks[0].indices)
+    order = _arrow_index(pc.sort_indices(dictionary))
+    id_map = np.asarray(dictionary.take(pa.array(order)).to_pylist(), dtype=object)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    return rank[index], id_map
+
+
+def _arrow_index(a: Any) -> np.ndarray:
+    """An arrow integer array without nulls as numpy, viewed from its buffer (pyarrow's
+    `to_numpy` imports pandas when it is installed, ~0.3 s)."""
+    import pyarrow.types as pat
+
+    dtype = np.dtype(f"{'u' if pat.is_unsigned_integer(a.type) else 'i'}{a.type.bit_width // 8}")
+    return np.frombuffer(a.buffers()[1], dtype=dtype, count=len(a), offset=a.offset * dtype.itemsize)
+
+
+def _to_catalog(icode: np.ndarray, found: np.ndarray, catalog: np.ndarray, source: str
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Codes into the sorted catalog; only the distinct items found are looked up."""
+    cat = np.unique(np.asarray(catalog))
+    ok = np.zeros(len(found), dtype=bool)
+    pos = np.zeros(len(found), dtype=np.int64)
+    if len(cat):
+        try:
+            pos = np.clip(np.searchsorted(cat, found), 0, len(cat) - 1)
+            ok = np.asarray(cat[pos] == found, dtype=bool).reshape(len(found))
+        except (TypeError, ValueError):  # ids and catalog of different kinds (text vs numbers)
+            pass
+    if not ok.all():
+        idx = int(np.argmax(~ok[icode]))
+        bad = found[icode[idx]]
+        bad = bad.item() if isinstance(bad, np.generic) else bad
+        raise InputError(f"item {bad!r} is not in the item catalog", row=idx + 1, column="item",
+                         path=source or None)
+    return pos[icode].astype(np.int64), cat
+
+
+def _sort_rows(ucode: np.ndarray, ts: np.ndarray, n_users: int, tiebreak: np.ndarray | None
+               ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(order, sorted user codes, sorted times): rows by (user, time, tiebreak, input row).
+
+    `order` is None when the rows are already in order (nothing was moved)."""
+    n = len(ucode)
+    if tiebreak is not None:
+        order = np.lexsort((np.asarray(tiebreak), ts, ucode))  # lexsort is stable: input row last
+        return order, ucode[order], ts[order]
+    tmin = int(ts.min())
+    span = int(ts.max()) - tmin + 1
+    if span >= 2**62 // max(n_users, 1):
+        order = np.lexsort((ts, ucode))
+        return order, ucode[order], ts[order]
+    # (user, time) as one int64 in [0, n_users * span) < 2**62. Intermediate sums may wrap
+    # around; numpy's int64 arithmetic is modular, so the final key is exact. Few temporaries.
+    key = ucode * np.int64(span)
+    key += ts
+    key -= tmin
+    if n < 2 or bool(np.all(key[1:] >= key[:-1])):  # already in order: no sort
+        return None, ucode, ts
+    order = np.argsort(key, kind="stable")  # stable: ties keep the input order
+    key = key[order]
+    ucode = key // span
+    key -= ucode * np.int64(span)
+    key += tmin
+    return order, ucode, key
+
+
+def _gather_item_reward(icode: np.ndarray, rw: np.ndarray, order: np.ndarray, n_items: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """`icode[order], rw[order]` with one gather: (item code, reward bits) packed in an int64."""
+    if n_items >= 2**31:
+        return icode[order], rw[order]
+    packed = icode << 32
+    packed |= rw.view(np.uint32)
+    packed = packed[order]
+    rw = (packed & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
+    packed >>= 32
+    return packed, rw
+
+
+def _fresh(x: np.ndarray, src: Any) -> np.ndarray:
+    """`x`, copied if it is (a view of) the caller's array `src` or read-only."""
+    if not x.flags.writeable or (isinstance(src, np.ndarray) and np.may_share_memory(x, src)):
+        return x.copy()
+    return x
+
+
 def _exact_duplicate_mask(u: np.ndarray, i: np.ndarray, t: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """True for every row that repeats an earlier row exactly (rows sorted by user, time)."""
+    """True for every row that repeats an earlier row exactly; rows sorted by (user, time).
+
+    A duplicate ties with its original on (user, time), and in sorted rows those ties are
+    neighbours, so only rows that tie with a neighbour are compared."""
     n = len(u)
-    if n < 2:
-        return np.zeros(n, dtype=bool)
-    order = np.lexsort((np.arange(n), r, i, t, u))
-    su, si, st, sr = u[order], i[order], t[order], r[order]
-    same = np.zeros(n, dtype=bool)
-    same[1:] = (su[1:] == su[:-1]) & (si[1:] == si[:-1]) & (st[1:] == st[:-1]) & (sr[1:] == sr[:-1])
     out = np.zeros(n, dtype=bool)
-    out[order] = same
+    if n < 2:
+        return out
+    same = (u[1:] == u[:-1]) & (t[1:] == t[:-1])
+    if not same.any():
+        return out
+    tied = np.zeros(n, dtype=bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    pos = np.flatnonzero(tied)
+    su, si, st, sr = u[pos], i[pos], t[pos], r[pos]
+    o = np.lexsort((sr, si, st, su))[::-1]
+    su, si, st, sr = su[o], si[o], st[o], sr[o]
+    rep = np.zeros(len(pos), dtype=bool)
+    rep[1:] = (su[1:] == su[:-1]) & (si[1:] == si[:-1]) & (st[1:] == st[:-1]) & (sr[1:] == sr[:-1])
+    out[pos[o]] = rep
     return out

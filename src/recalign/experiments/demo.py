@@ -38,6 +38,7 @@ DEMO_SETTINGS = [
     "model.dim=32", "model.layers=2", "model.heads=2", "model.max_len=30", "model.dropout=0.1",
     "train.epochs=40", "train.batch_size=64", "train.lr=2e-3", "train.patience=5", "train.eval_every=2",
     "posttrain.epochs=3", "posttrain.lr=5e-4", "posttrain.lam=0.5", "train.progress=false",
+    "train.num_threads=1",  # tiny models: a second thread costs more in synchronisation than it gains
 ]
 QUICK_SETTINGS = [
     "sim.n_users=300", "sim.n_items=80", "sim.min_len=10", "sim.max_len=20",

@@ -89,12 +89,11 @@ def build_interactions(
     row_meta: dict[str, np.ndarray] | None = None,
     item_catalog: np.ndarray | None = None,
 ) -> Interactions:
-    """Check and convert the raw columns, then build the sorted, encoded `Interactions` table.
+    """Check and convert the raw columns, then build the table with `Interactions.from_raw`.
 
-    The result is exactly `Interactions.from_raw` of the same rows (a test checks this), built
-    faster for large files: ids are hash-encoded by arrow and only the distinct ids are sorted,
-    rows are ordered by one stable argsort of a combined (user, time) key, and exact duplicates
-    are looked for only among rows that tie on (user, time).
+    This module's part is the file-specific one: every value is checked and converted here, so
+    that errors name the file, the data row and the file's column. Encoding, sorting and the
+    duplicate count are `from_raw`'s.
 
     Args:
         cols: the raw columns (`user`, `item`, `reward`, `timestamp`, optional `propensity`).
@@ -111,138 +110,28 @@ def build_interactions(
     if cols.n_rows == 0:
         raise InputError("the file has no data rows", path=cols.path)
     # each arrow column is released once converted, to keep the peak memory down
-    ucode, user_ids = encode_ids(cols, "user")
+    user = parse_ids(cols, "user")
     _release(cols, "user")
-    icode, item_ids = encode_ids(cols, "item")
-    if item_catalog is not None:
-        icode, item_ids = _to_catalog(cols, icode, item_ids, item_catalog)
+    item = parse_ids(cols, "item")
     _release(cols, "item")
     reward = to_reward(cols, "reward")
     _release(cols, "reward")
     seconds, exact = to_seconds(cols, "timestamp")
     _release(cols, "timestamp")
     prop = to_propensity(cols) if "propensity" in cols.arrays else None
-    return assemble(ucode, user_ids, icode, item_ids, seconds, reward, prop, exact=exact,
-                    source=str(cols.path), duplicates=duplicates, meta=meta, row_meta=row_meta)
+    try:
+        return Interactions.from_raw(
+            user, item, seconds, reward, prop, source=str(cols.path), duplicates=duplicates,  # type: ignore[arg-type]
+            meta=meta, item_ids=item_catalog, tiebreak=exact, extra_columns=row_meta,
+        )
+    except InputError as e:  # rows are file rows already; name the file's column
+        if e.row is not None and isinstance(e.column, str) and e.column in cols.labels:
+            raise cols.fail(e.column, e.row - 1, e.detail) from None
+        raise
 
 
 def _release(cols: Columns, role: str) -> None:
     cols.arrays[role] = pa.nulls(0)
-
-
-def assemble(
-    ucode: np.ndarray, user_ids: np.ndarray, icode: np.ndarray, item_ids: np.ndarray,
-    seconds: np.ndarray, reward: np.ndarray, prop: np.ndarray | None = None, *,
-    exact: np.ndarray | None = None, source: str = "", duplicates: str = "keep",
-    meta: dict[str, Any] | None = None, row_meta: dict[str, np.ndarray] | None = None,
-) -> Interactions:
-    """The table from codes (0..k-1 in the sorted order of `user_ids` / `item_ids`), in file order.
-
-    Same result as `Interactions.from_raw(user_ids[ucode], item_ids[icode], seconds, reward,
-    prop, duplicates=...)`. Rows are sorted by (user, time, exact time if given, file row).
-    """
-    n = len(ucode)
-    order: np.ndarray | None
-    if exact is not None:
-        order = np.lexsort((np.arange(n), exact, seconds, ucode))
-        ucode, seconds = ucode[order], seconds[order]
-    else:
-        tmin = int(seconds.min())
-        span = int(seconds.max()) - tmin + 1
-        if span < 2**62 // max(len(user_ids), 1):
-            key = ucode * np.int64(span)  # (user, time) as one int64; temporaries kept few
-            key += seconds
-            key -= tmin
-            if n < 2 or bool(np.all(key[1:] >= key[:-1])):  # already in order: no sort
-                order = None
-            else:
-                order = np.argsort(key, kind="stable")  # stable: ties keep the file order
-                key = key[order]
-                ucode = key // span
-                key -= ucode * np.int64(span)
-                key += tmin
-                seconds = key
-            del key
-        else:
-            order = np.lexsort((seconds, ucode))  # lexsort is stable too
-            ucode, seconds = ucode[order], seconds[order]
-    if order is not None:
-        if len(item_ids) < 2**31 and reward.dtype == np.float32:
-            # one gather instead of two: (item code, reward bits) packed in an int64
-            packed = icode.astype(np.int64) << 32
-            packed |= reward.view(np.uint32)
-            packed = packed[order]
-            reward = (packed & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
-            packed >>= 32
-            icode = packed
-            del packed
-        else:
-            icode, reward = icode[order], reward[order]
-        prop = None if prop is None else prop[order]
-        if not row_meta:
-            order = None
-    dup = _duplicates_in_sorted(ucode, icode, seconds, reward)
-    meta = dict(meta or {})
-    meta["exact_duplicates"] = int(dup.sum())
-    meta["duplicates_policy"] = duplicates
-    keep = ~dup if duplicates == "drop" and dup.any() else None
-    if keep is not None:
-        ucode, icode, seconds, reward = ucode[keep], icode[keep], seconds[keep], reward[keep]
-        prop = None if prop is None else prop[keep]
-    for name, values in (row_meta or {}).items():
-        v = np.asarray(values)
-        v = v if order is None else v[order]
-        meta[name] = v if keep is None else v[keep]
-    inter = Interactions(_own(ucode, np.int64), _own(icode, np.int64), _own(seconds, np.int64),
-                         _own(reward, np.float32), user_ids, item_ids,
-                         None if prop is None else _own(prop, np.float32), source, meta)
-    inter.validate()
-    return inter
-
-
-def _own(x: np.ndarray, dtype: Any) -> np.ndarray:
-    """`x` as a writable array of `dtype` (views of arrow buffers are read-only)."""
-    x = np.asarray(x).astype(dtype, copy=False)
-    return x if x.flags.writeable else x.copy()
-
-
-def _duplicates_in_sorted(u: np.ndarray, i: np.ndarray, t: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """True for every row that repeats an earlier row exactly; rows sorted by (user, time).
-
-    A duplicate ties with its original on (user, time), so only tied rows are compared."""
-    n = len(u)
-    out = np.zeros(n, dtype=bool)
-    if n < 2:
-        return out
-    same = (u[1:] == u[:-1]) & (t[1:] == t[:-1])
-    if not same.any():
-        return out
-    tied = np.zeros(n, dtype=bool)
-    tied[1:] |= same
-    tied[:-1] |= same
-    pos = np.flatnonzero(tied)
-    su, si, st, sr = u[pos], i[pos], t[pos], r[pos]
-    o = np.lexsort((pos, sr, si, st, su))
-    su, si, st, sr = su[o], si[o], st[o], sr[o]
-    rep = np.zeros(len(pos), dtype=bool)
-    rep[1:] = (su[1:] == su[:-1]) & (si[1:] == si[:-1]) & (st[1:] == st[:-1]) & (sr[1:] == sr[:-1])
-    out[pos[o]] = rep
-    return out
-
-
-def _to_catalog(cols: Columns, icode: np.ndarray, ids: np.ndarray, catalog: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    cat = np.unique(np.asarray(catalog))
-    try:
-        pos = np.clip(np.searchsorted(cat, ids), 0, len(cat) - 1)
-        ok = cat[pos] == ids
-    except (TypeError, ValueError):  # ids and catalog of different kinds (text vs numbers)
-        ok = np.zeros(len(ids), dtype=bool)
-        pos = np.zeros(len(ids), dtype=np.int64)
-    if not ok.all():
-        idx = int(np.argmax(~ok[icode]))
-        raise cols.fail("item", idx, f"item {ids[icode[idx]]!r} is not in the item catalog")
-    return pos[icode].astype(np.int64), cat
 
 
 # ---------------------------------------------------------------------------- arrow -> numpy
@@ -325,14 +214,13 @@ def _binary_to_text(cols: Columns, role: str, arr: pa.Array) -> pa.Array:
         raise cols.fail(role, idx, f"the value {_value(arr, idx)} is not valid UTF-8 text") from None
 
 
-def encode_ids(cols: Columns, role: str) -> tuple[np.ndarray, np.ndarray]:
-    """Ids -> (codes, id map): codes 0..k-1 per row, and the k distinct original ids sorted.
+def parse_ids(cols: Columns, role: str) -> np.ndarray | pa.Array | pa.ChunkedArray:
+    """Ids, checked: int64 numpy ids, or an arrow text column (encoded by `from_raw`).
 
     Integer columns, and text columns in which every id is an integer written plainly (digits
-    with an optional '-', no leading zeros or spaces: `0042` stays text), give int64 ids in
-    numeric order; everything else gives text ids in code-point order. No full sort of the
-    rows: integer ids in a dense range are encoded by counting, others are hash-encoded by arrow,
-    and only the distinct ids are sorted.
+    with an optional '-', no leading zeros or spaces: `0042` stays text), give int64 ids (codes
+    then follow numeric order); everything else gives text ids (code-point order). A missing
+    id, or bytes that are not UTF-8 text, is an error at its row.
     """
     _check_nulls(cols, role, f"{role} id")
     arr = cols.arrays[role]
@@ -347,9 +235,7 @@ def encode_ids(cols: Columns, role: str) -> tuple[np.ndarray, np.ndarray]:
     if pa.types.is_uint64(arr.type):
         arr = pc.cast(arr, pa.string())
     ints = _plain_integers(arr)
-    if ints is not None:
-        return _encode_integers(ints)
-    return _encode_hashed(arr)
+    return arr if ints is None else ints
 
 
 def _plain_integers(arr: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
@@ -375,44 +261,6 @@ def _plain_integers(arr: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
 
 
 _POW10 = np.array([10**k for k in range(1, 19)], dtype=np.int64)
-
-
-def _encode_integers(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    n = len(v)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    lo, hi = int(v.min()), int(v.max())
-    if hi - lo <= 4 * n + 1024:  # dense range: count, no sort
-        present = np.zeros(hi - lo + 1, dtype=bool)
-        off = v - lo
-        present[off] = True
-        rank = np.cumsum(present, dtype=np.int64) - 1
-        return rank[off], np.flatnonzero(present).astype(np.int64) + lo
-    enc = pc.dictionary_encode(pa.array(v))
-    values = to_np(enc.dictionary).astype(np.int64)
-    order = np.argsort(values, kind="stable")
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order), dtype=np.int64)
-    return rank[to_np(enc.indices).astype(np.int64)], values[order]
-
-
-def _encode_hashed(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Text ids: arrow hash-encodes them; the distinct texts are sorted by arrow (UTF-8 byte
-    order, which is code-point order, as Python sorts `str`)."""
-    enc = pc.dictionary_encode(arr)
-    chunks = enc.chunks if isinstance(enc, pa.ChunkedArray) else [enc]
-    if len(chunks) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
-    dictionary = chunks[0].dictionary
-    if any(not c.dictionary.equals(dictionary) for c in chunks[1:]):  # pragma: no cover
-        enc = enc.unify_dictionaries()
-        chunks, dictionary = enc.chunks, enc.chunks[0].dictionary
-    index = np.concatenate([to_np(c.indices) for c in chunks]).astype(np.int64)
-    order = to_np(pc.sort_indices(dictionary))
-    values = np.asarray(dictionary.take(pa.array(order)).to_pylist(), dtype=object)
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order), dtype=np.int64)
-    return rank[index], values
 
 
 def _numbers(cols: Columns, role: str, what: str) -> np.ndarray:
@@ -653,7 +501,7 @@ def read_delimited(
     reported with the columns actually found. Rewards and propensities are read straight as
     float64, timestamps with arrow's type inference; if any conversion fails the columns
     are read again as text and the conversions in this module find the first bad row. Ids are
-    read as text (see `encode_ids`).
+    read as text (see `parse_ids`).
     """
     if path.stat().st_size == 0:
         raise InputError("the file is empty", path=path)
@@ -679,7 +527,7 @@ def read_delimited(
                              block_size=BLOCK_SIZE)
     parse = pacsv.ParseOptions(delimiter=delimiter)
     wanted = list(dict.fromkeys(select.values()))
-    # ids as text (so `0042` keeps its zeros; plain integers become int ids in `encode_ids`),
+    # ids as text (so `0042` keeps its zeros; plain integers become int ids in `parse_ids`),
     # rewards as float64, timestamps inferred (integers, floats or ISO times)
     numeric = {select[r]: pa.float64() for r in ("reward", "propensity") if r in select}
     numeric.update({select[r]: pa.string() for r in ("user", "item") if r in select})
