@@ -183,12 +183,15 @@ def run_recalign(args: argparse.Namespace, run_dir: Path) -> dict:
         "process_wall_seconds": round(wall, 2),
         "process_cpu_seconds": round(cpu, 2),
     }
-    res["test_mrr@10"] = recalign_mrr_at_10(run_dir)
+    res["test_mrr@10"] = recalign_mrr_at_10(run_dir, summary["test"].get("mrr"))
     return res
 
 
-def recalign_mrr_at_10(run_dir: Path) -> float | None:
-    """Truncated MRR@10 (RecBole's definition) of the saved recalign model on the test targets."""
+def recalign_mrr_at_10(run_dir: Path, run_mrr: float | None) -> float | None:
+    """Truncated MRR@10 (RecBole's definition) of the saved recalign model on the test targets.
+
+    The run is reloaded and its test ranks recomputed; the figure is kept only when the full MRR
+    of those ranks equals the one the run reported (same data, same model, same ranks)."""
     try:
         from recalign.eval.evaluate import evaluate_targets
         from recalign.eval.metrics import mrr_at
@@ -196,10 +199,14 @@ def recalign_mrr_at_10(run_dir: Path) -> float | None:
 
         cfg, data, model = load_run(run_dir, device="cpu")
         out = evaluate_targets(model, data.seq, data.split.test, cfg.eval, cfg.data.high_reward, return_ranks=True)
-        return float(mrr_at(out["_ranks"], 10).mean())
     except Exception as e:  # the figure is optional: say why it is missing, keep the rest
         log(f"recalign MRR@10 not computed: {type(e).__name__}: {e}")
         return None
+    if run_mrr is None or abs(out["mrr"] - run_mrr) > 1e-6:
+        log(f"recalign MRR@10 not reported: the reloaded run's test MRR {out['mrr']:.6f} differs from the "
+            f"run's own {run_mrr} (data or code changed since the run?)")
+        return None
+    return float(mrr_at(out["_ranks"], 10).mean())
 
 
 def first_reach(epochs: list[dict], key: str, threshold: float, time_key: str) -> tuple[float | None, int | None]:

@@ -423,7 +423,7 @@ def _exact_duplicate_mask(u: np.ndarray, i: np.ndarray, t: np.ndarray, r: np.nda
     tied[:-1] |= same
     pos = np.flatnonzero(tied)
     su, si, st, sr = u[pos], i[pos], t[pos], r[pos]
-    o = np.lexsort((sr, si, st, su))[::-1]
+    o = np.lexsort((pos, sr, si, st, su))
     su, si, st, sr = su[o], si[o], st[o], sr[o]
     rep = np.zeros(len(pos), dtype=bool)
     rep[1:] = (su[1:] == su[:-1]) & (si[1:] == si[:-1]) & (st[1:] == st[:-1]) & (sr[1:] == sr[:-1])
