@@ -70,3 +70,18 @@ def test_context_and_seen_items():
     assert tok.tolist() == [1, 2, 3, 4, 6, 7]
     tgt, rw = seq.target_tokens(sp.test, np.arange(2))
     assert tgt.tolist() == [5, 8] and rw.tolist() == [5.0, 3.0]
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 5])
+def test_overlapping_windows_score_each_target_once_with_history(stride):
+    n = 23
+    inter = Interactions.from_raw(np.zeros(n, int), np.arange(n), np.arange(n), np.ones(n))
+    seq = SequenceData(leave_one_out(inter), max_len=5, stride=stride)
+    b = seq.train_batch(np.arange(seq.n_windows))
+    scored = b.targets > 0
+    rows = sorted(b.target_rows[scored].tolist())
+    assert rows == list(range(1, 21)) == sorted(set(rows))  # training targets are rows 1..20, once each
+    assert seq.n_train_targets == 20
+    # history before each scored target: at least max_len - stride items unless the user has fewer
+    history = (b.items > 0).cumsum(dim=1)[scored]
+    assert (history >= np.minimum(5 - stride + 1, b.target_rows[scored])).all()

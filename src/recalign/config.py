@@ -35,6 +35,9 @@ class TrainConfig:
     epochs: int = field(200, "maximum epochs (early stopping usually ends sooner)")
     max_steps: int = field(0, "stop after this many optimizer steps (0 = no limit)")
     batch_size: int = field(128, "sequences per optimizer step (before accumulation)")
+    window_stride: int = field(0, "rows between the ends of a user's training windows (0 = model.max_len: no overlap); "
+                               "smaller = each target sees at least max_len - stride items of history, at max_len/stride "
+                               "times the compute")
     grad_accum: int = field(1, "micro-batches accumulated per optimizer step")
     lr: float = field(1e-3, "peak AdamW learning rate")
     weight_decay: float = field(0.0, "AdamW weight decay")

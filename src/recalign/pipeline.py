@@ -56,7 +56,7 @@ def load_interactions(cfg: RunConfig) -> tuple[Interactions, Any]:
 def prepare(cfg: RunConfig) -> Prepared:
     inter, sim = load_interactions(cfg)
     split = make_split(inter, cfg.data.split, cfg.data.min_user_interactions, cfg.data.temporal_cutoff)
-    return Prepared(cfg, inter, split, SequenceData(split, cfg.model.max_len), sim)
+    return Prepared(cfg, inter, split, SequenceData(split, cfg.model.max_len, cfg.train.window_stride), sim)
 
 
 def fingerprint(inter: Interactions) -> str:

@@ -116,26 +116,30 @@ class Interactions:
         del found
         meta = dict(meta or {})
 
-        order, ucode, ts = _sort_rows(ucode, ts, len(user_ids), tiebreak)
+        # the columns travel in a dict so that each unsorted array is freed as soon as its
+        # sorted copy exists (10M rows: 80 MB per int64 column)
+        cols = {"user": ucode, "item": icode, "timestamp": ts, "reward": rw, "propensity": prop}
+        del ucode, icode, ts, rw, prop
+        order = _sort_rows(cols, len(user_ids), len(item_ids), tiebreak)
         if order is None:  # already in order: the arrays may still be the caller's
-            ts, rw = _fresh(ts, timestamp), _fresh(rw, reward)
-            prop = None if prop is None else _fresh(prop, propensity)
-        else:
-            icode, rw = _gather_item_reward(icode, rw, order, len(item_ids))
-            prop = None if prop is None else prop[order]
+            for name, src in (("timestamp", timestamp), ("reward", reward), ("propensity", propensity)):
+                cols[name] = None if cols[name] is None else _fresh(cols[name], src)
+        for name, col in extra.items():
+            v = np.asarray(col)
+            extra[name] = v.copy() if order is None else v[order]
+        del order
 
+        ucode, icode, ts, rw, prop = (cols.pop(k) for k in ("user", "item", "timestamp", "reward", "propensity"))
         dup = _exact_duplicate_mask(ucode, icode, ts, rw)
         meta["exact_duplicates"] = int(dup.sum())
         meta["duplicates_policy"] = duplicates
-        keep = ~dup if duplicates == "drop" and dup.any() else None
-        del dup
-        if keep is not None:
+        if duplicates == "drop" and dup.any():
+            keep = ~dup
             ucode, icode, ts, rw = ucode[keep], icode[keep], ts[keep], rw[keep]
             prop = None if prop is None else prop[keep]
-        for name, col in extra.items():
-            v = np.asarray(col)
-            v = v.copy() if order is None else v[order]
-            meta[name] = v if keep is None else v[keep]
+            extra = {name: v[keep] for name, v in extra.items()}
+        del dup
+        meta.update(extra)
         out = cls(ucode, icode, ts, rw, user_ids, item_ids, prop, source, meta)
         out.validate()
         return out
@@ -357,46 +361,60 @@ def _to_catalog(icode: np.ndarray, found: np.ndarray, catalog: np.ndarray, sourc
     return pos[icode].astype(np.int64), cat
 
 
-def _sort_rows(ucode: np.ndarray, ts: np.ndarray, n_users: int, tiebreak: np.ndarray | None
-               ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """(order, sorted user codes, sorted times): rows by (user, time, tiebreak, input row).
+def _sort_rows(cols: dict[str, Any], n_users: int, n_items: int, tiebreak: np.ndarray | None
+               ) -> np.ndarray | None:
+    """Sort the columns in `cols` (user, item, timestamp, reward, propensity: equal-length
+    arrays, propensity may be None) by (user, timestamp, tiebreak, input row), replacing them in
+    the dict one by one so that each unsorted array can be freed early.
 
-    `order` is None when the rows are already in order (nothing was moved)."""
-    n = len(ucode)
-    if tiebreak is not None:
-        order = np.lexsort((np.asarray(tiebreak), ts, ucode))  # lexsort is stable: input row last
-        return order, ucode[order], ts[order]
+    Returns the row order, or None when the rows were already in order (nothing was moved)."""
+    u, ts = cols["user"], cols["timestamp"]
+    n = len(u)
     tmin = int(ts.min())
     span = int(ts.max()) - tmin + 1
-    if span >= 2**62 // max(n_users, 1):
-        order = np.lexsort((ts, ucode))
-        return order, ucode[order], ts[order]
-    # (user, time) as one int64 in [0, n_users * span) < 2**62. Intermediate sums may wrap
-    # around; numpy's int64 arithmetic is modular, so the final key is exact. Few temporaries.
-    key = ucode * np.int64(span)
-    key += ts
-    key -= tmin
-    if n < 2 or bool(np.all(key[1:] >= key[:-1])):  # already in order: no sort
-        return None, ucode, ts
-    order = np.argsort(key, kind="stable")  # stable: ties keep the input order
-    key = key[order]
-    ucode = key // span
-    key -= ucode * np.int64(span)
-    key += tmin
-    return order, ucode, key
-
-
-def _gather_item_reward(icode: np.ndarray, rw: np.ndarray, order: np.ndarray, n_items: int
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """`icode[order], rw[order]` with one gather: (item code, reward bits) packed in an int64."""
-    if n_items >= 2**31:
-        return icode[order], rw[order]
-    packed = icode << 32
-    packed |= rw.view(np.uint32)
-    packed = packed[order]
-    rw = (packed & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
-    packed >>= 32
-    return packed, rw
+    if tiebreak is not None or span >= 2**62 // max(n_users, 1):
+        keys = (ts, u) if tiebreak is None else (np.asarray(tiebreak), ts, u)
+        order = np.lexsort(keys)  # lexsort is stable: the input row is the last key
+        del keys
+        cols["user"] = u[order]
+        del u
+        cols["timestamp"] = ts[order]
+    else:
+        # (user, time) as one int64 in [0, n_users * span) < 2**62. Intermediate sums may wrap
+        # around; numpy's int64 arithmetic is modular, so the final key is exact.
+        key = u * np.int64(span)
+        key += ts
+        key -= tmin
+        if n < 2 or bool(np.all(key[1:] >= key[:-1])):  # already in order: no sort
+            return None
+        cols["user"] = None
+        del u
+        order = np.argsort(key, kind="stable")  # stable: ties keep the input order
+        key = key[order]
+        u = key // span
+        key -= u * np.int64(span)
+        key += tmin
+        cols["user"], cols["timestamp"] = u, key
+        del u, key
+    del ts
+    icode = cols.pop("item")
+    rw = cols.pop("reward")
+    if n_items < 2**31:  # one gather instead of two: (item code, reward bits) packed in an int64
+        packed = icode << 32
+        del icode
+        packed |= rw.view(np.uint32)
+        del rw
+        packed = packed[order]
+        cols["reward"] = (packed & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
+        packed >>= 32
+        cols["item"] = packed
+    else:
+        cols["item"] = icode[order]
+        del icode
+        cols["reward"] = rw[order]
+    if cols["propensity"] is not None:
+        cols["propensity"] = cols["propensity"][order]
+    return order
 
 
 def _fresh(x: np.ndarray, src: Any) -> np.ndarray:

@@ -5,10 +5,14 @@ recent item sits at position L - 1 and the hidden state there is the one that sc
 item.
 
 Training windows cover every training transition exactly once: a user's training rows
-`s..e-1` are cut, from the most recent end backwards, into windows of `max_len + 1` rows that
-overlap by one row; a window gives `max_len` (input, target) pairs. (SASRec keeps only the most
-recent window; RecBole feeds every prefix separately, which costs `max_len` times more compute
-for the same transitions.)
+`s..e-1` are cut, from the most recent end backwards, into windows of up to `max_len + 1` rows
+whose ends lie `stride` rows apart; each window scores only its last `stride` targets (the
+earliest window of a user scores all of its own), so every target is scored once and, when
+`stride < max_len`, sees at least `max_len - stride` items of history. `stride = max_len` gives
+non-overlapping windows (the cheapest: each position is encoded once, but a target early in a
+window sees little history); `stride = max_len // 2` encodes every position about twice. (SASRec
+keeps only the most recent window; RecBole feeds every prefix separately, `stride = 1`, which
+costs `max_len` times more compute for the same transitions.)
 """
 
 from __future__ import annotations
@@ -55,23 +59,29 @@ def gather_windows(starts: np.ndarray, ends: np.ndarray, length: int) -> tuple[n
 class SequenceData:
     """Training windows and evaluation contexts of a `Split`, ready to batch."""
 
-    def __init__(self, split: Split, max_len: int):
+    def __init__(self, split: Split, max_len: int, stride: int = 0):
         self.split = split
         self.max_len = max_len
+        stride = stride or max_len
+        if not 1 <= stride <= max_len:
+            raise ValueError(f"window stride must be in [1, max_len={max_len}]; got {stride}")
+        self.stride = stride
         inter = split.inter
         self.tokens = inter.item + 1
         self.ts = inter.timestamp
         self.reward = inter.reward
-        # training windows: (user, start row, end row) with end - start <= max_len + 1
+        # training windows: (user, start row, end row) with end - start <= max_len + 1; targets in
+        # rows [first_new, end) are the window's own (earlier ones belong to an earlier window)
         s = split.offsets[:-1]
         e = split.train_end
         n_trans = np.maximum(e - s - 1, 0)  # transitions per user
-        n_win = -(-n_trans // max_len)  # ceil
+        n_win = -(-n_trans // stride)  # ceil
         users = np.repeat(np.arange(len(s)), n_win)
         k = np.arange(users.size) - np.repeat(np.cumsum(n_win) - n_win, n_win)  # window index from the end
-        w_end = e[users] - k * max_len
+        w_end = e[users] - k * stride
         w_start = np.maximum(w_end - max_len - 1, s[users])
         self.win_user, self.win_start, self.win_end = users.astype(np.int64), w_start, w_end
+        self.win_first_new = np.maximum(w_end - stride, w_start + 1)
 
     @property
     def n_windows(self) -> int:
@@ -79,7 +89,7 @@ class SequenceData:
 
     @property
     def n_train_targets(self) -> int:
-        return int(np.sum(self.win_end - self.win_start - 1))
+        return int(np.sum(self.win_end - self.win_first_new))
 
     def train_batch(self, windows: np.ndarray) -> SeqBatch:
         """The batch of the given training windows (indices into the window list)."""
@@ -89,7 +99,8 @@ class SequenceData:
         ts = np.where(valid, self.ts[rows], 0)
         rw = np.where(valid, self.reward[rows], 0.0).astype(np.float32)
         trow = np.where(valid, rows, -1)
-        has_input = valid[:, :-1]  # a target needs an input before it
+        # a target needs an input before it, and belongs to this window (not an earlier one)
+        has_input = valid[:, :-1] & (rows[:, 1:] >= self.win_first_new[windows][:, None])
         return SeqBatch(
             items=torch.from_numpy(tok[:, :-1]),
             timestamps=torch.from_numpy(ts[:, :-1]),
