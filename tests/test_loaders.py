@@ -359,6 +359,17 @@ def test_obd_fixture(tmp_path):
     assert inter.meta["item_features"]["item_feature_1"].tolist() == ["h1", "h2", "h3"]
 
 
+def test_obd_item_outside_the_catalog_names_file_row_and_column(tmp_path):
+    """`from_raw` finds the item outside item_context.csv; the loader names the file's column."""
+    path = obd_fixture(tmp_path / "obd" / "bts" / "men")
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].replace("+00:00,0,2,", "+00:00,7,2,")  # data row 2: item 7
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match="item 7 is not in the item catalog") as e:
+        load_dataset(path)
+    assert e.value.row == 2 and e.value.column == "item_id" and e.value.path == str(path)
+
+
 def test_loaders_work_without_pandas(tmp_path):
     """pandas is not a dependency: block it and load every kind of fixture in a subprocess."""
     import subprocess

@@ -23,9 +23,9 @@ import numpy as np
 
 from recalign import configlib
 from recalign.config import RunConfig
-from recalign.eval.evaluate import evaluate_targets
 from recalign.eval.stats import mean_ci, paired_bootstrap
-from recalign.pipeline import load_run, prepare, pretrain
+from recalign.experiments.compare import compare_methods
+from recalign.pipeline import prepare
 from recalign.train.checkpoint import atomic_write_text
 
 DEMO_METHODS = ("sft", "linear_sft", "exp_sft", "ppo", "dpo")
@@ -59,9 +59,8 @@ def _log(msg: str) -> None:
 
 
 def run_seed(cfg: RunConfig, out: Path, methods: tuple[str, ...]) -> dict[str, Any]:
-    """One seed: simulate, pretrain, one reward model, every method; per-user true values."""
-    from recalign.posttrain.run import posttrain, reward_model_stage
-
+    """One seed: simulate, pretrain, every method from the same checkpoint; per-user true values
+    and the oracle's and logging policy's values in the same contexts."""
     data = prepare(cfg)
     sim, test = data.simulator, data.split.test
     steps = test.context_end - data.split.offsets[test.users]
@@ -70,27 +69,8 @@ def run_seed(cfg: RunConfig, out: Path, methods: tuple[str, ...]) -> dict[str, A
     _log(f"seed {cfg.sim.seed}: {len(data.inter):,} logged interactions of {data.inter.n_users:,} users on "
          f"{data.inter.n_items:,} items; true value of the top-10: oracle {oracle.mean():.3f}, logging policy "
          f"{logging.topk.mean():.3f} (one draw from it: {logging.expected.mean():.3f})")
-    t0 = time.perf_counter()
-    pretrain(cfg, out / "pretrain")
-    _log(f"pretrained SASRec in {time.perf_counter() - t0:.0f} s")
-    reward_model_stage(out / "reward_model", init_run=out / "pretrain")
-
-    per_user: dict[str, np.ndarray] = {}
-    metrics: dict[str, dict[str, Any]] = {}
-    runs = {"pretrained": out / "pretrain"}
-    for name in methods:
-        t0 = time.perf_counter()
-        rm = out / "reward_model" if name in ("ppo", "dpo", "ipo", "asft") else None
-        posttrain(out / "pretrain", name, out / name, reward_model_run=rm, data=data)
-        runs[name] = out / name
-        _log(f"post-trained {name} in {time.perf_counter() - t0:.0f} s")
-    for name, run in runs.items():
-        _, _, model = load_run(run, data=data)
-        m = evaluate_targets(model, data.seq, test, cfg.eval, cfg.data.high_reward, sim, return_ranks=True)
-        per_user[name] = m.pop("_true_values")
-        m.pop("_ranks")
-        metrics[name] = m
-    return {"per_user": per_user, "metrics": metrics, "oracle": oracle, "logging": logging.topk}
+    res = compare_methods(cfg, out, methods, data=data, log=_log)
+    return {**res, "oracle": oracle, "logging": logging.topk}
 
 
 def summarise(seeds: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str, Any]:
@@ -154,6 +134,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, overrides: list[str] | No
         scfg = dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, seed=cfg.sim.seed + s),
                                    train=dataclasses.replace(cfg.train, seed=cfg.train.seed + s))
         per_seed.append(run_seed(scfg, out / f"seed{scfg.sim.seed}", methods))
+        per_seed[-1]["per_user"] = per_seed[-1]["true_value"]
     res = summarise(per_seed, methods)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["config"] = configlib.to_dict(cfg)

@@ -15,6 +15,7 @@ class ModelConfig:
     layers: int = field(2, "number of attention blocks")
     heads: int = field(2, "attention heads per block")
     max_len: int = field(50, "longest history the model sees; longer histories keep their most recent items")
+    ffn_mult: int = field(1, "sasrec: feed-forward inner size = ffn_mult × dim (paper: 1; RecBole: 4)")
     dropout: float = field(0.2, "dropout on embeddings and inside blocks (SASRec paper: 0.2 on ML-1M)")
     head: Literal["full", "sampled"] = field("full", "output head: full softmax over the catalog, or sampled softmax for large catalogs")
     num_negatives: int = field(1024, "sampled head: shared negatives per batch (besides in-batch ones)")

@@ -8,7 +8,8 @@ Choices (the paper's where it states one):
 
 - Pre-LN blocks, as in the paper's eq. (4): `x = x + Dropout(sublayer(LayerNorm(x)))`, with a
   final LayerNorm on the output.
-- Point-wise feed-forward as in the paper: `ReLU(x W1 + b1) W2 + b2` with inner size D (not 4*D).
+- Point-wise feed-forward as in the paper: `ReLU(x W1 + b1) W2 + b2` with inner size
+  `ffn_mult * D` (the paper: 1; RecBole's SASRec: 4).
 - Item embeddings scaled by sqrt(D) plus a learned positional embedding. Positions are
   right-aligned: the most recent item (position L-1 of the left-padded input) always gets index
   `max_len - 1`, so a history's states do not depend on how much padding precedes it.
@@ -69,15 +70,16 @@ class CausalSelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """The paper's point-wise feed-forward: two D x D linear maps with a ReLU between."""
+    """The paper's point-wise feed-forward: D -> ffn_mult*D -> D with a ReLU between."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        inner = cfg.ffn_mult * cfg.dim
         self.net = nn.Sequential(
-            nn.Linear(cfg.dim, cfg.dim),
+            nn.Linear(cfg.dim, inner),
             nn.ReLU(),
             nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.dim, cfg.dim),
+            nn.Linear(inner, cfg.dim),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
