@@ -46,6 +46,8 @@ def main() -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--set", dest="extra", action="append", default=[], help="override for both datasets")
+    ap.add_argument("--pretrained-ml", default=None,
+                    help="reuse this pretrained ml-100k run (e.g. one of benchmarks/pretrain_table.py's)")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="recalign-methods-"))
     t0 = time.perf_counter()
@@ -56,7 +58,13 @@ def main() -> int:
                          + args.extra)
     log(f"simulator: {configlib.to_dict(sim_cfg.sim)}")
     sim = compare_methods(sim_cfg, out / "sim", args.methods, log=log)
-    ml = compare_methods(ml_cfg, out / "ml-100k", args.methods, log=log)
+    if args.pretrained_ml:
+        from recalign.pipeline import read_config
+
+        ml_cfg = configlib.update(read_config(args.pretrained_ml), configlib.parse_overrides(
+            [f'data.data_dir="{args.data_dir}"', "train.progress=false", "train.num_threads=1"] + args.extra))
+    ml = compare_methods(ml_cfg, out / "ml-100k", args.methods, log=log,
+                         pretrained=Path(args.pretrained_ml) if args.pretrained_ml else None)
     high = np.asarray(ml["high"])
 
     rows = ["| method | sim true value | Δ vs sft | ml-100k NDCG@10 | Δ vs sft | ml-100k high/NDCG@10 | Δ vs sft |",
