@@ -1,7 +1,7 @@
 """Large catalogs on CPU: sampled-softmax training and chunked full-catalog evaluation at 1M items
 (and, for comparison, 100k items), on the recalign simulator.
 
-    .venv/bin/python benchmarks/bench_large_catalog.py                  # 1M items, then 100k
+    .venv/bin/python benchmarks/bench_large_catalog.py --threads 1     # 1M items, then 100k
     .venv/bin/python benchmarks/bench_large_catalog.py --n-users 5000 --steps 20 --catalogs 100000  # a quick look
 
 For each catalog size N it
@@ -21,7 +21,8 @@ before each stage and read back with `resource.getrusage(RUSAGE_SELF).ru_maxrss`
 resident size when the stage began (the data and the model already held). The 1-minute load
 average (`os.getloadavg`) is printed with every figure: the machine is shared, and timings scale
 with the CPU share this process gets. `--json` prints one JSON object on stdout (progress on
-stderr).
+stderr). On a shared 2-core box `--threads 1` was 1.5-3x faster than torch's default 2 threads
+(see README_scale.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """GPU throughput of recalign's models (written for one H200; runs on CPU with tiny shapes).
 
-    python benchmarks/gpu.py                    # H200: every case, ~4-7 min with the budget guard
-    python benchmarks/gpu.py --quick            # H200: fewer timed epochs and compiled cases, ~2-3 min
+    python benchmarks/gpu.py                    # H200: every case; no case starts after 360 s
+    python benchmarks/gpu.py --quick            # H200: fewer timed epochs and cases; none starts after 180 s
     python benchmarks/gpu.py --device cpu --quick   # tiny shapes on CPU: tests the code paths only
 
 Cases (each one runs in its own try/except: a failure is recorded with its error and the run
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> dict:
          "n_seq": 256 if tiny else 6040, "seq_len": 20 if tiny else 200, "n_items": 500 if tiny else 3416,
          "big_items": 20000 if tiny else 1_000_000, "negatives": 256 if tiny else 8192,
          "epochs": 1 if args.quick else 3, "sampled_steps": 3 if tiny else (10 if args.quick else 20),
-         "fit_epochs": 2 if args.quick else 3, "budget_s": 240.0 if args.quick else 420.0}
+         "fit_epochs": 2 if args.quick else 3, "budget_s": 180.0 if args.quick else 360.0}
     for k, v in d.items():
         if getattr(args, k) is None:
             setattr(args, k, v)

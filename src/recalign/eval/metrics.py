@@ -197,7 +197,7 @@ def target_ranks(
             beats[ex_rows[lo:hi], ex_tokens[lo:hi] - start] = False
         inside = (targets >= start) & (targets < end)
         beats[users[inside], targets[inside] - start] = False  # the target is not its own rival
-        above += beats.sum(dim=1)
+        above += beats.sum(dim=1, dtype=torch.int32)  # an int32 count avoids an int64 copy of beats
     return above + 1
 
 
