@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,3 +27,13 @@ def shared_data() -> Path:
     if p is None:
         pytest.skip("real datasets not found: set RECALIGN_DATA or place shared/data beside the repo")
     return p
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests use tiny tensors: a second intra-op thread only adds synchronisation (and, on a
+    shared CPU, contention that made a tiny training run 15x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -21,13 +21,6 @@ from recalign.models.heads import (
 W2 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_full_logits_pads_column_zero():

@@ -48,12 +48,6 @@ TINY = ['model.dim=16', 'model.layers=1', 'model.heads=1', 'model.max_len=10', '
 STEPS = ['train.max_steps=2', 'posttrain.epochs=1', 'posttrain.batch_size=16', 'posttrain.lr=0.01']
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _pretrained(out: Path, sets: list[str]):

@@ -25,14 +25,6 @@ from recalign.pipeline import Prepared
 from recalign.posttrain.run import load_reward_model, train_reward_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _rm(binary=False) -> RewardModel:
     torch.manual_seed(0)
     rm = RewardModel(ModelConfig(dim=8, layers=1, heads=1, max_len=6), n_items=12, binary=binary, init_mean=0.3)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from recalign.configlib import field
+from recalign.errors import InputError
 
 
 @dataclass
@@ -22,3 +23,9 @@ class ModelConfig:
     negatives: Literal["uniform", "popularity"] = field("uniform", "sampled head: proposal for the shared negatives (logQ-corrected)")
     temperature: float = field(1.0, "logits are divided by this temperature")
     time_buckets: int = field(64, "hstu: log-scaled buckets of the time gap for the relative time bias")
+
+    def __post_init__(self) -> None:
+        if self.dim <= 0 or self.heads <= 0 or self.dim % self.heads:
+            raise InputError(f"model.dim ({self.dim}) must be a positive multiple of model.heads ({self.heads})")
+        if self.layers < 1 or self.max_len < 1:
+            raise InputError("model.layers and model.max_len must be at least 1")

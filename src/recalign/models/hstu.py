@@ -79,10 +79,6 @@ class HSTULayer(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.dim % cfg.heads:
-            raise ValueError(
-                f"model.dim ({cfg.dim}) must be divisible by model.heads ({cfg.heads})"
-            )
         self.heads = cfg.heads
         self.n = float(cfg.max_len)
         self.ln_in = nn.LayerNorm(cfg.dim)

@@ -12,18 +12,19 @@ from recalign.models.config import ModelConfig
 from recalign.models.heads import full_logits, make_head
 
 
-class Recommender(nn.Module):
-    def __init__(self, cfg: ModelConfig, n_items: int, item_counts: np.ndarray | None = None):
+class SequenceEncoder(nn.Module):
+    """A backbone over left-padded histories with its item table (the shared part of the policy
+    and the reward model)."""
+
+    def __init__(self, cfg: ModelConfig, n_items: int):
         super().__init__()
         self.cfg = cfg
         self.n_items = n_items
         self.backbone = build_backbone(cfg, n_items)
-        counts = None if item_counts is None else np.asarray(item_counts, dtype=np.float64)
-        self.head = make_head(cfg, counts)
 
     @property
     def item_weight(self) -> torch.Tensor:
-        """Tied item embeddings `[N + 1, D]` (row 0 = padding, never a candidate)."""
+        """Item embeddings `[N + 1, D]` (row 0 = padding, never a candidate)."""
         return self.backbone.item_emb.weight
 
     def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
@@ -33,6 +34,13 @@ class Recommender(nn.Module):
     def last_hidden(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
         """The state that scores the next item: hidden at the last position, `[B, D]`."""
         return self.encode(items, timestamps)[:, -1, :]
+
+
+class Recommender(SequenceEncoder):
+    def __init__(self, cfg: ModelConfig, n_items: int, item_counts: np.ndarray | None = None):
+        super().__init__(cfg, n_items)
+        counts = None if item_counts is None else np.asarray(item_counts, dtype=np.float64)
+        self.head = make_head(cfg, counts)
 
     def next_item_loss(self, hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor):
         """The head's weighted next-item loss `sum(w * nll) / count(targets > 0)`."""

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recalign.models.build import build_backbone
 from recalign.models.config import ModelConfig
+from recalign.models.recommender import SequenceEncoder
 
 
 def is_binary(rewards: np.ndarray) -> bool:
@@ -39,7 +39,7 @@ def is_binary(rewards: np.ndarray) -> bool:
     return bool(r.size) and bool(np.all((r == 0) | (r == 1)))
 
 
-class RewardModel(nn.Module):
+class RewardModel(SequenceEncoder):
     """`r̂(s, a)`: backbone + bilinear scalar head.
 
     Args:
@@ -51,11 +51,8 @@ class RewardModel(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, n_items: int, binary: bool = False, init_mean: float = 0.0):
-        super().__init__()
-        self.cfg = cfg
-        self.n_items = n_items
+        super().__init__(cfg, n_items)
         self.binary = binary
-        self.backbone = build_backbone(cfg, n_items)
         d = cfg.dim
         self.bilinear = nn.Parameter(torch.zeros(d, d))  # W
         self.item_bias = nn.Parameter(torch.zeros(n_items + 1))  # b_a
@@ -67,19 +64,6 @@ class RewardModel(nn.Module):
                 self.context.bias.fill_(math.log(p / (1 - p)))
             else:
                 self.context.bias.fill_(init_mean)
-
-    @property
-    def item_weight(self) -> torch.Tensor:
-        """Item embeddings `[N+1, D]` (row 0 = padding)."""
-        return self.backbone.item_emb.weight
-
-    def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
-        """`[B, L] long` left-padded tokens -> `[B, L, D]` context states."""
-        return self.backbone.encode(items, timestamps)
-
-    def last_hidden(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
-        """The state that scores the next item, `[B, D]`."""
-        return self.encode(items, timestamps)[:, -1, :]
 
     def link(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw head output -> predicted expected reward (sigmoid for binary rewards)."""

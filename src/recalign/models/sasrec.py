@@ -50,10 +50,6 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.dim % cfg.heads:
-            raise ValueError(
-                f"model.dim ({cfg.dim}) must be divisible by model.heads ({cfg.heads})"
-            )
         self.heads = cfg.heads
         self.dropout = cfg.dropout
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
