@@ -51,6 +51,7 @@ def main() -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--set", dest="extra", action="append", default=[], help="extra override for every run")
+    ap.add_argument("--out-json", default=str(REPO / "benchmarks" / "_work" / "pretrain_table.json"))
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="recalign-pretrain-table-"))
@@ -84,9 +85,9 @@ def main() -> int:
     print(table)
     print(f"\n{len(jobs)} runs, {args.jobs} at a time, {total:.0f} s wall; load average at start "
           f"{load0[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
-    out = REPO / "benchmarks" / "_work"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pretrain_table.json").write_text(json.dumps({"results": results, "table": table,
+    out = Path(args.out_json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"results": results, "table": table,
                                                          "total_seconds": total}, indent=2))
     return 1 if errors else 0
 
