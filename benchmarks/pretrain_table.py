@@ -43,6 +43,17 @@ def run_one(dataset: str, model: str, seed: int, data_dir: str, work: Path, extr
             "train_seconds": summary["train_seconds"], "test": summary["test"], "valid": summary["valid"]}
 
 
+def collect(run: Path) -> dict:
+    """The result record of a finished run folder (as `run_one` returns it, without wall time)."""
+    dataset, model, seed = run.name.rsplit("-", 2)
+    state = json.loads((run / "state.json").read_text())
+    if "test" not in state:
+        return {"dataset": dataset, "model": model, "seed": int(seed[4:]), "error": f"{run} has not finished"}
+    return {"dataset": dataset, "model": model, "seed": int(seed[4:]), "best_epoch": state["best_epoch"],
+            "epochs_run": state["epochs_run"], "train_seconds": state["train_seconds"], "test": state["test"],
+            "valid": state["valid"]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", default=os.environ.get("RECALIGN_DATA", str(REPO.parent / "shared" / "data")))
@@ -52,14 +63,22 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--set", dest="extra", action="append", default=[], help="extra override for every run")
     ap.add_argument("--out-json", default=str(REPO / "benchmarks" / "_work" / "pretrain_table.json"))
+    ap.add_argument("--collect", nargs="+", default=None, metavar="RUN",
+                    help="no training: build the table from finished run folders named <dataset>-<model>-seed<S>")
     args = ap.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="recalign-pretrain-table-"))
-    jobs = [(d, m, s) for d in args.datasets for m in args.models for s in args.seeds]
     load0 = os.getloadavg()
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda j: run_one(*j, args.data_dir, work, args.extra), jobs))
+    if args.collect:
+        results = [collect(Path(p)) for p in args.collect]
+        args.datasets = sorted({r["dataset"] for r in results}, key=args.datasets.index)
+        args.models = sorted({r["model"] for r in results}, key=args.models.index)
+        jobs = results
+    else:
+        work = Path(tempfile.mkdtemp(prefix="recalign-pretrain-table-"))
+        jobs = [(d, m, s) for d in args.datasets for m in args.models for s in args.seeds]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(lambda j: run_one(*j, args.data_dir, work, args.extra), jobs))
     total = time.perf_counter() - t0
 
     errors = [r for r in results if "error" in r]
@@ -83,8 +102,11 @@ def main() -> int:
             rows.append(f"| {d} | {m} | {len(rs)} | " + " | ".join(cells) + f" | {be:.0f} | {ts:.0f} |")
     table = "\n".join(rows)
     print(table)
-    print(f"\n{len(jobs)} runs, {args.jobs} at a time, {total:.0f} s wall; load average at start "
-          f"{load0[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
+    if args.collect:
+        print(f"\ncollected {len(results)} finished runs")
+    else:
+        print(f"\n{len(jobs)} runs, {args.jobs} at a time, {total:.0f} s wall; load average at start "
+              f"{load0[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
     out = Path(args.out_json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"results": results, "table": table,
