@@ -78,11 +78,11 @@ def summarise(seeds: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str
     out: dict[str, Any] = {"methods": {}, "deltas": {}, "seeds": len(seeds)}
     oracle = np.concatenate([s["oracle"] for s in seeds])
     logging = np.concatenate([s["logging"] for s in seeds])
-    base = np.concatenate([s["per_user"]["pretrained"] for s in seeds])
+    base = np.concatenate([s["true_value"]["pretrained"] for s in seeds])
     for name in names:
-        vals = np.concatenate([s["per_user"][name] for s in seeds])
+        vals = np.concatenate([s["true_value"][name] for s in seeds])
         if len(seeds) > 1:
-            mean, lo, hi = mean_ci([s["per_user"][name].mean() for s in seeds])
+            mean, lo, hi = mean_ci([s["true_value"][name].mean() for s in seeds])
         else:
             boot = paired_bootstrap(vals, np.zeros_like(vals))
             mean, lo, hi = boot["mean"], boot["lo"], boot["hi"]
@@ -94,7 +94,7 @@ def summarise(seeds: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str
                for k in ("ndcg@10", "hr@10", "high/ndcg@10") if seeds[0]["metrics"][name].get(k) is not None},
         }
         if name != "sft" and "sft" in names:
-            sft = np.concatenate([s["per_user"]["sft"] for s in seeds])
+            sft = np.concatenate([s["true_value"]["sft"] for s in seeds])
             out["deltas"][name] = {k: float(v) for k, v in paired_bootstrap(vals, sft).items()}
     out["oracle_value"] = float(oracle.mean())
     out["logging_value"] = float(logging.mean())
@@ -134,7 +134,6 @@ def run_demo(out_dir: str | Path, quick: bool = False, overrides: list[str] | No
         scfg = dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, seed=cfg.sim.seed + s),
                                    train=dataclasses.replace(cfg.train, seed=cfg.train.seed + s))
         per_seed.append(run_seed(scfg, out / f"seed{scfg.sim.seed}", methods))
-        per_seed[-1]["per_user"] = per_seed[-1]["true_value"]
     res = summarise(per_seed, methods)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["config"] = configlib.to_dict(cfg)
