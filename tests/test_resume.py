@@ -102,3 +102,30 @@ def test_existing_run_folder_needs_resume(setup, capsys) -> None:
     assert main(["pretrain", "--config", str(cfg), "--set", "train.epochs=1", "--out", str(out)]) == 0
     assert main(["pretrain", "--config", str(cfg), "--set", "train.epochs=1", "--out", str(out)]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_the_run_naming_step_and_batch(setup, tmp_path) -> None:
+    """A loss that turns NaN on the 3rd batch of epoch 2 stops the run there, naming it."""
+    import dataclasses
+
+    from recalign.config import load_config
+    from recalign.pipeline import build_model, prepare
+    from recalign.train.loop import NextItemObjective, NonFiniteLoss, fit
+
+    _, cfg_file = setup
+    cfg = load_config(cfg_file, ["train.epochs=3", "train.grad_accum=2"])
+    data = prepare(cfg)
+    model = build_model(cfg, data)
+    per_epoch = -(-data.seq.n_windows // cfg.train.batch_size)
+    calls = {"n": 0}
+    inner = NextItemObjective()
+
+    def objective(m, batch):
+        loss, diag = inner(m, batch)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == per_epoch + 3 else loss), diag
+
+    with pytest.raises(NonFiniteLoss) as err:
+        fit(model, data.seq, objective, dataclasses.replace(cfg.train, progress=False), tmp_path / "nan")
+    steps_epoch1 = -(-per_epoch // 2)
+    assert f"at step {steps_epoch1 + 1} (epoch 2, batch 3)" in str(err.value)

@@ -150,7 +150,8 @@ def fit(
         bar = tqdm(total=batches_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
                    disable=not cfg.progress or None, leave=False, mininterval=1.0)
         loss_sum = torch.zeros((), device=device)
-        first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        bad_batches = torch.zeros(batches_per_epoch, dtype=torch.bool, device=device)
+        epoch_start_step = step
         n_batches = 0
         opt.zero_grad(set_to_none=True)
         for b in range(batches_per_epoch):
@@ -160,9 +161,8 @@ def fit(
             with autocast():
                 loss, _diag = objective(model, batch)
             (loss / cfg.grad_accum).backward()
-            # NaN guard without a host sync per step: remember the first bad step on device
-            bad = ~torch.isfinite(loss.detach())
-            first_bad = torch.where(bad & (first_bad < 0), torch.tensor(step * 1000 + b, device=device), first_bad)
+            # NaN guard without a host sync per step: flag the batch on device, look at the flags later
+            bad_batches[b] = ~torch.isfinite(loss.detach())
             loss_sum += loss.detach().float()
             n_batches += 1
             last_micro = (b + 1) % cfg.grad_accum == 0 or b + 1 == batches_per_epoch
@@ -174,10 +174,12 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 step += 1
             if device.type == "cpu" or b % 50 == 0 or b + 1 == batches_per_epoch:
-                fb = int(first_bad)
-                if fb >= 0:
-                    raise NonFiniteLoss(f"loss is not finite at step {fb // 1000} (epoch {epoch + 1}, batch "
-                                        f"{fb % 1000 + 1}); lower the learning rate or check the rewards/weights")
+                flagged = bad_batches[: b + 1].nonzero()
+                if flagged.numel():
+                    fb = int(flagged[0])
+                    raise NonFiniteLoss(f"loss is not finite at step {epoch_start_step + fb // cfg.grad_accum} "
+                                        f"(epoch {epoch + 1}, batch {fb + 1}); lower the learning rate or check "
+                                        "the rewards/weights")
                 bar.set_postfix(loss=f"{float(loss_sum) / n_batches:.4f}", refresh=False)
             bar.update(1)
             if cfg.max_steps > 0 and step >= cfg.max_steps:
