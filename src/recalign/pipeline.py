@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ def update_state(run_dir: Path, **fields: Any) -> dict[str, Any]:
 
 def train_and_test(cfg: RunConfig, data: Prepared, model: Recommender, objective: Objective, run_dir: Path,
                    resume: bool = False, train_cfg=None, select_metric: str | None = "ndcg@10",
-                   ) -> tuple[FitResult, dict[str, Any]]:
+                   on_step: Callable[[int], None] | None = None) -> tuple[FitResult, dict[str, Any]]:
     """Fit with validation-based model selection, then reload the best weights and test them."""
     tcfg = train_cfg or cfg.train
     run_dir = Path(run_dir)
@@ -101,7 +102,7 @@ def train_and_test(cfg: RunConfig, data: Prepared, model: Recommender, objective
         return evaluate_targets(m, data.seq, data.split.valid, cfg.eval, cfg.data.high_reward, data.simulator)
 
     res = fit(model, data.seq, objective, tcfg, run_dir, validate=validate, resume=resume,
-              select_metric=select_metric)
+              select_metric=select_metric, on_step=on_step)
     ckpt.load_model_weights(model, run_dir / "model.safetensors")
     model.eval()
     test = evaluate_targets(model, data.seq, data.split.test, cfg.eval, cfg.data.high_reward, data.simulator)

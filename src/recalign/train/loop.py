@@ -93,13 +93,16 @@ def fit(
     resume: bool = False,
     select_metric: str | None = "ndcg@10",
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Train `model` on the training windows of `seq` with `objective`.
 
     `validate(model) -> metrics` is called every `cfg.eval_every` epochs; the model with the best
     `select_metric` is saved to `run_dir/model.safetensors` (with `select_metric=None`, or without
     validation, the last model: post-training runs a fixed budget and keeps its final policy).
-    Returns the best validation metrics and timings.
+    `on_step(step)` runs after every optimizer step (e.g. a probe that traces a metric along
+    training; it must leave the model in training mode). Returns the best validation metrics
+    and timings.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +176,8 @@ def fit(
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 step += 1
+                if on_step is not None:
+                    on_step(step)
             if device.type == "cpu" or b % 50 == 0 or b + 1 == batches_per_epoch:
                 flagged = bad_batches[: b + 1].nonzero()
                 if flagged.numel():
