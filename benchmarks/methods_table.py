@@ -25,7 +25,7 @@ from recalign import configlib
 from recalign.config import load_config
 from recalign.eval.stats import paired_bootstrap
 from recalign.experiments.compare import compare_methods
-from recalign.experiments.demo import DEMO_SETTINGS
+from recalign.experiments.presets import preset_config
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("sft", "linear_sft", "exp_sft", "filtered_sft", "asft", "dpo", "ipo", "ppo", "cql", "ips")
@@ -52,7 +52,7 @@ def main() -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="recalign-methods-"))
     t0 = time.perf_counter()
 
-    sim_cfg = load_config(None, DEMO_SETTINGS + args.extra)
+    sim_cfg = preset_config("sim", overrides=args.extra)
     ml_cfg = load_config(REPO / "configs" / "pretrain" / "ml-100k-sasrec.toml",
                          [f'data.data_dir="{args.data_dir}"', "train.progress=false", "train.num_threads=1"]
                          + args.extra)

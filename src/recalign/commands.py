@@ -1,5 +1,5 @@
-"""Subcommands beyond `data`: pretrain, evaluate, recommend, posttrain, reward-model, theory and
-demo. Each maps its flags to config overrides and calls one function of `recalign.pipeline` (or
+"""Subcommands beyond `data`: pretrain, evaluate, recommend, posttrain, reward-model, theory,
+demo, sweep and reproduce. Each maps its flags to config overrides and calls one function of `recalign.pipeline` (or
 the module that owns the stage)."""
 
 from __future__ import annotations
@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
+
+from recalign.errors import InputError
 
 
 def _cli():  # late import: cli imports this module
@@ -110,6 +113,63 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _out_dir(args: argparse.Namespace, prefix: str) -> str:
+    import tempfile
+
+    return args.out or tempfile.mkdtemp(prefix=prefix)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from recalign.experiments import report
+    from recalign.experiments.presets import preset_config
+    from recalign.experiments.sweep import run_sweep
+    from recalign.train.checkpoint import atomic_write_text
+
+    out = Path(_out_dir(args, "recalign-sweep-"))
+    if (out / "results.json").exists():
+        raise InputError("output folder already holds results.json; choose another --out", path=out)
+    cfg = preset_config(args.dataset or "sim", args.quick, args.overrides, args.data_dir, args.config)
+    trace = tuple(m for m in _csv(args.methods) if m in ("ppo", "dpo")) if args.trace else ()
+    res = run_sweep(cfg, args.param, _csv(args.values), _csv(args.methods), out, seeds=args.seeds,
+                    fixed=_csv(args.fixed), judges=cfg.eval.judges if args.judges else 0, trace=trace)
+    summary = res["summary"]
+    report.plot_sweep(summary, out / "sweep.png")
+    hack = report.plot_traces(res["traces"], out / "trace.png")
+    md = [f"# recalign sweep: {args.param}", "", f"`{' '.join(sys.argv)}`", "",
+          report.sweep_markdown(summary), "", "![sweep](sweep.png)"] + (["", "![trace](trace.png)"] if hack else [])
+    if summary["fixed"]:
+        md[4:4] = [report.methods_markdown(summary["fixed"], [summary["metric"], "ndcg@10"]), ""]
+    atomic_write_text(out / "report.md", "\n".join(md) + "\n")
+    atomic_write_text(out / "results.json", _json.dumps(summary, indent=2))
+    if args.json:
+        _cli()._print_json(summary)
+    else:
+        sys.stdout.write(report.sweep_markdown(summary) + f"\n\nreport.md, sweep.png and results.json are in {out}\n")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from recalign.experiments.reproduce import LAMS, METHODS, NOISE_SCALES, run_reproduce
+
+    out = _out_dir(args, "recalign-reproduce-")
+    res = run_reproduce(_csv(args.datasets), out, seeds=args.seeds, methods=tuple(_csv(args.methods or ",".join(METHODS))),
+                        lams=tuple(_csv(args.lams or ",".join(LAMS))),
+                        noise_scales=tuple(_csv(args.noise_scales if args.noise_scales is not None else ",".join(NOISE_SCALES))),
+                        quick=args.quick, overrides=args.overrides, data_dir=args.data_dir, judges=not args.no_judges)
+    if args.json:
+        _cli()._print_json({k: v for k, v in res.items() if k != "traces"})
+    else:
+        sys.stdout.write((Path(out) / "report.md").read_text())
+        sys.stdout.write(f"\nreport.md, results.json and the figures are in {out} ({res['seconds']['total'] / 60:.1f} min)\n")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the model subcommands to the `recalign` parser."""
     cli = _cli()
@@ -121,6 +181,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     cli._add_config_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sweep", help="one config field over a grid: methods x values x seeds, with a figure")
+    p.add_argument("--data", dest="dataset", help="dataset name or file path (default: sim); its preset applies first")
+    p.add_argument("--data-dir", help="folder holding datasets (default: $RECALIGN_DATA, then ~/.cache/recalign)")
+    p.add_argument("--param", required=True, help="the config field to sweep, e.g. posttrain.lam or sim.noise_scale")
+    p.add_argument("--values", required=True, help="comma-separated values, e.g. 0.1,0.3,1,3")
+    p.add_argument("--methods", default="exp_sft", help="methods run at every value (default exp_sft)")
+    p.add_argument("--fixed", default="sft", help="methods run once per seed at the base config when the field is "
+                   "posttrain.* (default sft, the baseline of every delta)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds (each: new simulated world, new π0)")
+    p.add_argument("--judges", action="store_true", help="also score with the held-out judge ensemble (eval.judges)")
+    p.add_argument("--trace", action="store_true", help="trace ppo/dpo training (reward model vs true value figure)")
+    p.add_argument("--quick", action="store_true", help="the preset's quick variant (smoke test)")
+    p.add_argument("--out", help="output folder (default: a new temp folder)")
+    cli._add_config_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("reproduce", help="methods x datasets x seeds with λ and noise sweeps -> report.md + figures")
+    p.add_argument("--datasets", default="sim", help="comma-separated dataset names (default sim), e.g. "
+                   "sim,ml-100k,ml-latest-small")
+    p.add_argument("--data-dir", help="folder holding datasets (default: $RECALIGN_DATA, then ~/.cache/recalign)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--methods", help="comma-separated methods (default sft,linear_sft,exp_sft,ppo,dpo)")
+    p.add_argument("--lams", help="λ grid of exp_sft (default 0.1,0.3,1,3,10)")
+    p.add_argument("--noise-scales", help="simulator noise scales of the robustness sweep (default 0,1,2; empty = skip)")
+    p.add_argument("--no-judges", action="store_true", help="skip the held-out judge ensemble on real data")
+    p.add_argument("--quick", action="store_true", help="tiny settings: checks the pipeline, not the science (CI)")
+    p.add_argument("--out", help="output folder (default: a new temp folder)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field for every dataset (after its preset)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("theory", help="METHOD.md's bound: value loss of exp_sft under noise, smallest safe λ")
     p.add_argument("--sigma", type=float, required=True, help="sub-Gaussian noise scale σ of the rewards")

@@ -59,6 +59,9 @@ class EvalConfig:
     mask_seen: bool = field(True, "exclude items the user has already interacted with from the ranking")
     batch_size: int = field(512, "users scored per evaluation batch")
     item_chunk: int = field(262144, "items scored per chunk (running top-k keeps memory bounded)")
+    judges: int = field(3, "reward models in the held-out judge ensemble (trained on every interaction, "
+                           "validation and test included; never used to train a policy)")
+    judge_epochs: int = field(10, "training epochs of each judge (fixed budget: its data has no held-out part)")
 
 
 @dataclass
@@ -81,6 +84,9 @@ class PostTrainConfig:
     epochs: int = field(5, "post-training epochs")
     lr: float = field(1e-4, "post-training learning rate")
     batch_size: int = field(0, "post-training sequences per step (0 = train.batch_size)")
+    trace_every: int = field(0, "every N steps, trace the policy on validation contexts (true value on the "
+                                "simulator, the reward model's score of its top-10) into trace.jsonl; 0 = off")
+    trace_users: int = field(500, "validation users the trace evaluates (a fixed random subset)")
 
 
 @dataclass

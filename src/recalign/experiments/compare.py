@@ -8,8 +8,9 @@ that differences can be judged with paired intervals.
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from recalign.config import RunConfig
 from recalign.eval.evaluate import evaluate_targets
+from recalign.eval.judge import judge_summary, judge_topk
 from recalign.eval.metrics import ndcg
 from recalign.pipeline import Prepared, load_run, prepare, pretrain
 
@@ -25,17 +27,43 @@ def _quiet(msg: str) -> None:
     return None
 
 
-def compare_methods(cfg: RunConfig, out: Path, methods: tuple[str, ...] | list[str], *,
+Variant = tuple[str, list[str]]  # (method name, its `--set` pairs)
+
+
+def as_variants(methods: Sequence[str] | Mapping[str, Variant],
+                overrides: Mapping[str, list[str]] | None = None) -> dict[str, Variant]:
+    """Method names, or `{label: (method, overrides)}`, as `{label: (method, overrides)}`."""
+    if isinstance(methods, Mapping):
+        return {label: (m, list(o)) for label, (m, o) in methods.items()}
+    return {m: (m, list((overrides or {}).get(m, []))) for m in methods}
+
+
+def folder_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label)
+
+
+def compare_methods(cfg: RunConfig, out: Path, methods: Sequence[str] | Mapping[str, Variant], *,
                     data: Prepared | None = None, pretrained: Path | None = None,
-                    overrides: dict[str, list[str]] | None = None,
+                    overrides: Mapping[str, list[str]] | None = None, judges: list | None = None,
                     log: Callable[[str], None] = _quiet) -> dict[str, Any]:
-    """Returns `{"metrics": {name: test metrics}, "ndcg@10": {name: per-user array},
-    "true_value": {name: per-user array} (simulator only), "seconds": {name: s}}`; the name
-    `pretrained` is π0 itself. `overrides[name]` adds `--set` pairs for one method."""
+    """Post-train every method (or labelled variant) from one π0 and evaluate all on the test targets.
+
+    Args:
+        methods: method names, or `{label: (method, overrides)}` to run one method under several
+            settings (e.g. a λ grid) from the same π0 and reward model.
+        pretrained: reuse this π0 run instead of pretraining one under `out/pretrain`.
+        overrides: with plain names, extra `--set` pairs per method.
+        judges: held-out judge reward models (`eval.judge`); adds per-user judge values.
+
+    Returns `{"metrics": {label: test metrics}, "ndcg@10": {label: per-user array},
+    "true_value": {label: per-user array} (simulator only), "judge": {label: [n_judges, n_users]}
+    (with judges), "setup": {label: posttrain setup statistics (ESS, ...)}, "seconds": {label: s},
+    "runs": {label: run folder}}`; the label `pretrained` is π0 itself."""
     from recalign.posttrain.registry import get_method
     from recalign.posttrain.run import posttrain, reward_model_stage
 
     out = Path(out)
+    variants = as_variants(methods, overrides)
     data = data or prepare(cfg)
     seconds: dict[str, float] = {}
     if pretrained is None:
@@ -45,29 +73,36 @@ def compare_methods(cfg: RunConfig, out: Path, methods: tuple[str, ...] | list[s
         seconds["pretrained"] = time.perf_counter() - t0
         log(f"pretrained {cfg.model.name} in {seconds['pretrained']:.0f} s")
     rm = None
-    if any(get_method(m, cfg.posttrain).needs_reward_model for m in methods):
-        t0 = time.perf_counter()
+    if any(get_method(m, cfg.posttrain).needs_reward_model for m, _ in variants.values()):
         rm = out / "reward_model"
-        reward_model_stage(rm, init_run=pretrained)
-        log(f"trained the reward model in {time.perf_counter() - t0:.0f} s")
-    runs = {"pretrained": pretrained}
-    for name in methods:
+        if not (rm / "state.json").is_file():
+            t0 = time.perf_counter()
+            reward_model_stage(rm, init_run=pretrained)
+            log(f"trained the reward model in {time.perf_counter() - t0:.0f} s")
+    runs = {"pretrained": Path(pretrained)}
+    setup: dict[str, Any] = {}
+    for label, (name, extra) in variants.items():
         t0 = time.perf_counter()
-        posttrain(pretrained, name, out / name, overrides=(overrides or {}).get(name),
-                  reward_model_run=rm if get_method(name, cfg.posttrain).needs_reward_model else None,
-                  data=data)
-        runs[name] = out / name
-        seconds[name] = time.perf_counter() - t0
-        log(f"post-trained {name} in {seconds[name]:.0f} s")
-    res: dict[str, Any] = {"metrics": {}, "ndcg@10": {}, "true_value": {}, "seconds": seconds}
-    for name, run in runs.items():
+        summary = posttrain(pretrained, name, out / folder_name(label), overrides=extra,
+                            reward_model_run=rm if get_method(name, cfg.posttrain).needs_reward_model else None,
+                            data=data)
+        runs[label] = out / folder_name(label)
+        setup[label] = summary.get("setup", {})
+        seconds[label] = time.perf_counter() - t0
+        log(f"post-trained {label} in {seconds[label]:.0f} s")
+    res: dict[str, Any] = {"metrics": {}, "ndcg@10": {}, "true_value": {}, "judge": {}, "setup": setup,
+                           "seconds": seconds, "runs": {k: str(v) for k, v in runs.items()}}
+    for label, run in runs.items():
         _, _, model = load_run(run, data=data)
         m = evaluate_targets(model, data.seq, data.split.test, cfg.eval, cfg.data.high_reward, data.simulator,
                              return_ranks=True)
-        res["ndcg@10"][name] = ndcg(m.pop("_ranks"), 10)
+        res["ndcg@10"][label] = ndcg(m.pop("_ranks"), 10)
         if "_true_values" in m:
-            res["true_value"][name] = m.pop("_true_values")
-        res["metrics"][name] = m
+            res["true_value"][label] = m.pop("_true_values")
+        if judges:
+            res["judge"][label] = judge_topk(judges, model, data.seq, data.split.test, cfg.eval)
+            m.update({k: v for k, v in judge_summary(res["judge"][label]).items() if k != "judge_values"})
+        res["metrics"][label] = m
     res["high"] = data.split.high_reward("test", cfg.data.high_reward)
     res["n_users"] = int(np.asarray(res["high"]).size)
     return res

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ import torch
 from recalign import configlib
 from recalign.config import RunConfig, TrainConfig
 from recalign.errors import InputError
+from recalign.eval.evaluate import evaluate_targets
+from recalign.eval.judge import judge_topk
 from recalign.models.recommender import Recommender
 from recalign.models.reward_model import (
     RewardModel,
@@ -172,8 +175,11 @@ def posttrain(init_run: str | Path, method: str | None, out_dir: str | Path, ove
               file=sys.stderr)
 
     model.train()
+    on_step = make_trace(run_cfg, data, model, rm, out_dir) if cfg.posttrain.trace_every > 0 else None
+    if on_step is not None and not resume:
+        on_step(0)
     res, test = train_and_test(run_cfg, data, model, meth, out_dir, resume=resume, train_cfg=tcfg,
-                               select_metric=None)
+                               select_metric=None, on_step=on_step)
     summary: dict[str, Any] = {
         "stage": "posttrain", "method": meth.name, "init": str(init_run),
         "reward_model": None if rm_path is None else str(rm_path),
@@ -188,6 +194,36 @@ def posttrain(init_run: str | Path, method: str | None, out_dir: str | Path, ove
     update_state(out_dir, **summary)
     ckpt.append_jsonl(out_dir / "metrics.jsonl", {"final": True, **{f"test/{k}": v for k, v in test.items()}})
     return summary
+
+
+def make_trace(cfg: RunConfig, data: Prepared, model: Recommender, rm: RewardModel | None,
+               out_dir: Path) -> Callable[[int], None]:
+    """The probe behind `posttrain.trace_every`: every N optimizer steps (and at step 0), the
+    policy's top-10 on a fixed random subset of `posttrain.trace_users` validation contexts is
+    scored by the reward model the method trains against (`rm_value`, when it has one) and, on
+    the simulator, by the oracle (`true_value`); with NDCG@10 on the validation targets. One JSON
+    line per probe in `out_dir/trace.jsonl`. A rising `rm_value` with a falling `true_value` is
+    reward hacking."""
+    valid = data.split.valid
+    n = min(len(valid), cfg.posttrain.trace_users)
+    keep = np.zeros(len(valid), dtype=bool)
+    keep[np.random.default_rng(cfg.train.seed).choice(len(valid), n, replace=False)] = True
+    targets = valid.subset(keep)
+    every = cfg.posttrain.trace_every
+
+    def probe(step: int) -> None:
+        if step % every:
+            return
+        with torch.no_grad():
+            m = evaluate_targets(model, data.seq, targets, cfg.eval, cfg.data.high_reward, data.simulator)
+            rec: dict[str, Any] = {"step": step, "users": n, "ndcg@10": m["ndcg@10"]}
+            if "true_value" in m:
+                rec["true_value"] = m["true_value"]
+            if rm is not None:
+                rec["rm_value"] = float(judge_topk([rm], model, data.seq, targets, cfg.eval)[0].mean())
+        ckpt.append_jsonl(out_dir / "trace.jsonl", rec)
+
+    return probe
 
 
 # ---------------------------------------------------------------------------- reward models

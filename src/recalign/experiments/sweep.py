@@ -1,0 +1,156 @@
+"""`recalign sweep`: one config field over a grid of values, methods × values × seeds.
+
+    recalign sweep --data sim --param posttrain.lam --values 0.1,0.3,1,3 --methods exp_sft --seeds 3 --out DIR
+    recalign sweep --data sim --param sim.noise_scale --values 0,1,2 --methods sft,exp_sft,ppo --out DIR
+
+Any field can be swept. What is shared follows from what the field changes:
+
+- `posttrain.*` changes only post-training, so each seed pretrains π0 (and trains the reward
+  model) once; every (method, value) post-trains from it, beside the `fixed` methods (default
+  `sft`, the baseline of every delta) run once at the base config.
+- any other field (`sim.*`, `data.*`, `model.*`, `train.*`, `eval.*`) may change the data or π0,
+  so each (value, seed) is a full comparison of its own: data, π0, reward model, every method;
+  the baseline is the `sft` of the same value.
+
+Seed `i` adds `i` to `sim.seed` and `train.seed`, so on the simulator every seed is a new world.
+The primary metric is the simulator's true value, else NDCG@10 on the high-reward targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from recalign import configlib
+from recalign.config import RunConfig
+from recalign.errors import InputError
+from recalign.eval.judge import train_judges
+from recalign.experiments.compare import Variant, compare_methods
+from recalign.experiments.report import read_trace
+from recalign.experiments.summary import label_summary
+from recalign.pipeline import Prepared, fingerprint, prepare
+
+
+def _log(msg: str) -> None:
+    print(f"recalign: {msg}", file=sys.stderr, flush=True)
+
+
+def seeded(cfg: RunConfig, i: int) -> RunConfig:
+    """Seed `i` of an experiment: `sim.seed + i` (a new world) and `train.seed + i`."""
+    return dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, seed=cfg.sim.seed + i),
+                               train=dataclasses.replace(cfg.train, seed=cfg.train.seed + i))
+
+
+def with_value(cfg: RunConfig, param: str, value: str) -> RunConfig:
+    return configlib.update(cfg, configlib.parse_overrides([f"{param}={value}"]))
+
+
+def variant_label(method: str, param: str, value: str) -> str:
+    return f"{method}[{param.split('.')[-1]}={value}]"
+
+
+def primary_metric(cfg: RunConfig) -> str:
+    return "true_value" if cfg.data.name == "sim" else "high/ndcg@10"
+
+
+def trace_settings(method: str, cfg: RunConfig, trace: tuple[str, ...]) -> list[str]:
+    return ["posttrain.trace_every=" + str(max(1, cfg.posttrain.trace_every or 10))] if method in trace else []
+
+
+class JudgeCache:
+    """Judges trained once per distinct dataset (by fingerprint) under `root`, reused across seeds."""
+
+    def __init__(self, root: Path, k: int, log: Callable[[str], None]):
+        self.root, self.k, self.log, self.cache = root, k, log, {}
+
+    def get(self, cfg: RunConfig, data: Prepared) -> list | None:
+        if self.k <= 0:
+            return None
+        key = fingerprint(data.inter)
+        if key not in self.cache:
+            self.log(f"training {self.k} held-out judge reward models on every interaction of {cfg.data.name}")
+            jcfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, judges=self.k))
+            self.cache[key] = train_judges(jcfg, data, self.root / f"judges-{key}")
+        return self.cache[key]
+
+
+def run_sweep(cfg: RunConfig, param: str, values: list[str], methods: list[str], out: str | Path, *,
+              seeds: int = 1, fixed: list[str] | None = None, baseline: str = "sft", judges: int = 0,
+              trace: tuple[str, ...] = (), log: Callable[[str], None] = _log,
+              judge_cache: JudgeCache | None = None) -> dict[str, Any]:
+    """Run the sweep; returns `{"summary": JSON-able figures, "per_seed": raw per-seed results}`.
+
+    `summary["series"][method]` is a list over `values` of `label_summary` dicts (+ `value`);
+    `summary["fixed"][label]` the fixed methods (shared sweeps). `trace` names methods whose
+    training is traced (`posttrain.trace_every`, for the reward-hacking figure)."""
+    out = Path(out)
+    if not values:
+        raise InputError("sweep needs at least one value")
+    for v in values:  # fail fast on a bad key or value, before any training
+        with_value(cfg, param, v)
+    fixed = list(dict.fromkeys([baseline] + list(fixed or [])))
+    shared = param.startswith("posttrain.")
+    judge_cache = judge_cache or JudgeCache(out, judges, log)
+    per_seed: list[dict[str, Any]] = []
+    for i in range(seeds):
+        scfg = seeded(cfg, i)
+        if shared:
+            data = prepare(scfg)
+            variants: dict[str, Variant] = {m: (m, trace_settings(m, scfg, trace)) for m in fixed}
+            for m in methods:
+                for v in values:
+                    variants[variant_label(m, param, v)] = (m, [f"{param}={v}"] + trace_settings(m, scfg, trace))
+            log(f"{scfg.data.name} seed {i}: {len(variants)} policies from one π0")
+            res = compare_methods(scfg, out / f"seed{i}", variants, data=data,
+                                  judges=judge_cache.get(scfg, data), log=log)
+            per_seed.append({"base": res})
+        else:
+            by_value = {}
+            for v in values:
+                vcfg = with_value(scfg, param, v)
+                data = prepare(vcfg)
+                log(f"{vcfg.data.name} seed {i}, {param}={v}")
+                variants = {m: (m, trace_settings(m, vcfg, trace)) for m in dict.fromkeys(fixed + methods)}
+                by_value[v] = compare_methods(vcfg, out / f"seed{i}" / f"{param}={v}", variants, data=data,
+                                              judges=judge_cache.get(vcfg, data), log=log)
+            per_seed.append(by_value)
+    return {"summary": summarise_sweep(per_seed, param, values, methods, fixed, baseline, shared,
+                                       primary_metric(cfg)),
+            "per_seed": per_seed, "traces": collect_traces(per_seed, param, values, trace, shared)}
+
+
+def collect_traces(per_seed: list[dict[str, Any]], param: str, values: list[str], trace: tuple[str, ...],
+                   shared: bool) -> dict[str, list[list[dict[str, Any]]]]:
+    """`{series name: [trace of each seed]}` of the traced runs (`trace.jsonl` of each run)."""
+    out: dict[str, list[list[dict[str, Any]]]] = {}
+    for m in trace:
+        for v in values:
+            label = variant_label(m, param, v) if shared else m
+            runs = [(s["base"] if shared else s[v])["runs"].get(label) for s in per_seed]
+            if all(runs):
+                out[f"{m}, {param}={v}"] = [read_trace(r) for r in runs]
+        runs = [s["base"]["runs"].get(m) for s in per_seed] if shared else []
+        if runs and all(runs):
+            out[m] = [read_trace(r) for r in runs]
+    return out
+
+
+def summarise_sweep(per_seed: list[dict[str, Any]], param: str, values: list[str], methods: list[str],
+                    fixed: list[str], baseline: str, shared: bool, metric: str) -> dict[str, Any]:
+    summary: dict[str, Any] = {"param": param, "values": values, "metric": metric, "baseline": baseline,
+                               "shared_pretraining": shared, "seeds": len(per_seed), "series": {}, "fixed": {}}
+    if shared:
+        runs = [s["base"] for s in per_seed]
+        for label in ["pretrained"] + fixed:
+            summary["fixed"][label] = label_summary(runs, label, baseline)
+        for m in methods:
+            summary["series"][m] = [{"value": v, **label_summary(runs, variant_label(m, param, v), baseline)}
+                                    for v in values]
+    else:
+        for m in ["pretrained"] + list(dict.fromkeys(fixed + methods)):
+            summary["series"][m] = [{"value": v, **label_summary([s[v] for s in per_seed], m, baseline)}
+                                    for v in values]
+    return summary
