@@ -155,18 +155,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from recalign.experiments.reproduce import LAMS, METHODS, NOISE_SCALES, run_reproduce
+    from recalign.experiments.reproduce import (
+        LAMS,
+        METHODS,
+        NOISE_MODELS,
+        NOISE_SCALES,
+        run_reproduce,
+    )
 
     out = _out_dir(args, "recalign-reproduce-")
-    res = run_reproduce(_csv(args.datasets), out, seeds=args.seeds, methods=tuple(_csv(args.methods or ",".join(METHODS))),
-                        lams=tuple(_csv(args.lams or ",".join(LAMS))),
-                        noise_scales=tuple(_csv(args.noise_scales if args.noise_scales is not None else ",".join(NOISE_SCALES))),
-                        quick=args.quick, overrides=args.overrides, data_dir=args.data_dir, judges=not args.no_judges)
+    def pick(given: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_csv(given)) if given is not None else default
+
+    res = run_reproduce(_csv(args.datasets), out, seeds=args.seeds, methods=pick(args.methods, METHODS),
+                        lams=pick(args.lams, LAMS), noise_scales=pick(args.noise_scales, NOISE_SCALES),
+                        noise_models=pick(args.noise_models, NOISE_MODELS), quick=args.quick,
+                        overrides=args.overrides, data_dir=args.data_dir, judges=not args.no_judges, jobs=args.jobs)
     if args.json:
         _cli()._print_json({k: v for k, v in res.items() if k != "traces"})
     else:
         sys.stdout.write((Path(out) / "report.md").read_text())
-        sys.stdout.write(f"\nreport.md, results.json and the figures are in {out} ({res['seconds']['total'] / 60:.1f} min)\n")
+        sys.stdout.write(f"\nreport.md, results.json and the figures are in {out} "
+                         f"({res['seconds']['total (wall)'] / 60:.1f} min)\n")
     return 0
 
 
@@ -207,7 +217,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", help="comma-separated methods (default sft,linear_sft,exp_sft,ppo,dpo)")
     p.add_argument("--lams", help="λ grid of exp_sft (default 0.1,0.3,1,3,10)")
     p.add_argument("--noise-scales", help="simulator noise scales of the robustness sweep (default 0,1,2; empty = skip)")
+    p.add_argument("--noise-models", help="simulator noise models of the robustness sweep (default "
+                   "gaussian,popularity_bias)")
     p.add_argument("--no-judges", action="store_true", help="skip the held-out judge ensemble on real data")
+    p.add_argument("--jobs", type=int, default=1, help="parts run in parallel processes (one torch thread each; "
+                   "2 on a 2-core machine)")
     p.add_argument("--quick", action="store_true", help="tiny settings: checks the pipeline, not the science (CI)")
     p.add_argument("--out", help="output folder (default: a new temp folder)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -17,23 +17,29 @@ what the intervals say, whichever way that goes.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from recalign import configlib
+from recalign.config import RunConfig
 from recalign.errors import InputError
 from recalign.experiments import report
 from recalign.experiments.presets import preset_config
 from recalign.experiments.summary import fmt, fmt_interval
-from recalign.experiments.sweep import JudgeCache, primary_metric, run_sweep
+from recalign.experiments.sweep import primary_metric, run_sweep
 from recalign.train.checkpoint import atomic_write_text
 
 METHODS = ("sft", "linear_sft", "exp_sft", "ppo", "dpo")
 LAMS = ("0.1", "0.3", "1", "3", "10")
 NOISE_SCALES = ("0", "1", "2")
+NOISE_MODELS = ("gaussian", "popularity_bias")
 
 
 def _log(msg: str) -> None:
@@ -48,10 +54,43 @@ def _git_revision() -> str:
         return "unknown"
 
 
+def _job(kind: str, ds: str, cfg: RunConfig, out: Path, seeds: int, methods: tuple[str, ...],
+         lams: tuple[str, ...], noise_scales: tuple[str, ...], judges: bool) -> dict[str, Any]:
+    """One independent part of the report (a process of its own with `--jobs`): `main` = the
+    methods and the λ grid on `ds`; `noise:<model>` = the robustness sweep on the simulator."""
+    t0 = time.perf_counter()
+    sim = cfg.data.name == "sim"
+
+    def log(msg: str) -> None:
+        _log(f"{ds} {kind}: {msg}")
+
+    if kind == "main":
+        k = cfg.eval.judges if judges and not sim else 0
+        log(f"methods {', '.join(methods)} and exp_sft at λ ∈ {{{', '.join(lams)}}}, {seeds} seed(s)"
+            + (f", {k} judges" if k else ""))
+        sw = run_sweep(cfg, "posttrain.lam", list(lams), ["exp_sft"], out / ds, seeds=seeds, fixed=list(methods),
+                       judges=k, trace=("ppo",) if sim else (), log=log)
+        summary = {"config": configlib.to_dict(cfg), "metric": primary_metric(cfg), **sw["summary"]}
+        traces = {f"ppo, {cfg.sim.noise} noise {cfg.sim.noise_scale:g} (main run)": sw["traces"]["ppo"]} if sim else {}
+    else:
+        noise = kind.split(":", 1)[1]
+        ncfg = configlib.update(cfg, {"sim": {"noise": noise}})
+        log(f"robustness, {noise} noise at scales {', '.join(noise_scales)}")
+        nw = run_sweep(ncfg, "sim.noise_scale", list(noise_scales), [m for m in methods if m != "sft"],
+                       out / ds / f"noise-{noise}", seeds=seeds, trace=("ppo",), log=log)
+        summary = {**nw["summary"], "noise": noise}
+        traces = {f"ppo, {noise} noise {v}": nw["traces"].get(f"ppo, sim.noise_scale={v}", []) for v in noise_scales}
+    return {"kind": kind, "dataset": ds, "summary": summary, "traces": traces,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods: tuple[str, ...] = METHODS,
                   lams: tuple[str, ...] = LAMS, noise_scales: tuple[str, ...] = NOISE_SCALES,
-                  quick: bool = False, overrides: list[str] | None = None, data_dir: str | None = None,
-                  judges: bool = True, log=_log) -> dict[str, Any]:
+                  noise_models: tuple[str, ...] = NOISE_MODELS, quick: bool = False,
+                  overrides: list[str] | None = None, data_dir: str | None = None, judges: bool = True,
+                  jobs: int = 1) -> dict[str, Any]:
+    """Run every part, `jobs` at a time (separate processes, one torch thread each), then write
+    `results.json`, `report.md` and the figures into `out`."""
     out = Path(out)
     if (out / "results.json").exists():
         raise InputError("output folder already holds results.json; choose another --out", path=out)
@@ -59,41 +98,36 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
         raise InputError("--methods must include sft (the baseline of every delta)")
     if not datasets:
         raise InputError("--datasets is empty")
+    if jobs < 1:
+        raise InputError(f"--jobs must be >= 1; got {jobs}")
+    cfgs = {ds: preset_config(ds, quick, overrides, data_dir) for ds in datasets}  # bad keys fail here
+    for noise in noise_models:
+        configlib.update(RunConfig(), {"sim": {"noise": noise}})  # an unknown noise model fails here
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    cfgs = {ds: preset_config(ds, quick, overrides, data_dir) for ds in datasets}  # bad keys fail here
+    parts = [("main", ds) for ds in cfgs]
+    parts += [(f"noise:{n}", ds) for ds, c in cfgs.items() if c.data.name == "sim" and noise_scales for n in noise_models]
+    args = [(kind, ds, cfgs[ds], out, seeds, tuple(methods), tuple(lams), tuple(noise_scales), judges)
+            for kind, ds in parts]
+    if jobs == 1 or len(parts) == 1:
+        done = [_job(*a) for a in args]
+    else:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(parts)), mp_context=mp.get_context("spawn")) as ex:
+            done = list(ex.map(_job, *zip(*args)))
     results: dict[str, Any] = {"datasets": {}, "noise": {}, "seeds": seeds, "methods": list(methods),
                                "lams": list(lams), "noise_scales": list(noise_scales), "quick": quick,
-                               "overrides": list(overrides or []), "git_revision": _git_revision(), "seconds": {}}
-    traces: dict[str, list[list[dict[str, Any]]]] = {}
-    for ds, cfg in cfgs.items():
-        t0 = time.perf_counter()
-        sim = cfg.data.name == "sim"
-        k = cfg.eval.judges if judges and not sim else 0
-        log(f"{ds}: methods {', '.join(methods)} and exp_sft at λ ∈ {{{', '.join(lams)}}}, {seeds} seed(s)"
-            + (f", {k} judges" if k else ""))
-        sw = run_sweep(cfg, "posttrain.lam", list(lams), ["exp_sft"], out / ds, seeds=seeds, fixed=list(methods),
-                       judges=k, trace=("ppo",) if sim else (), log=lambda m, ds=ds: log(f"{ds}: {m}"),
-                       judge_cache=JudgeCache(out / ds, k, log))
-        results["datasets"][ds] = {"config": configlib.to_dict(cfg), "metric": primary_metric(cfg), **sw["summary"]}
-        if sim:
-            traces[f"ppo, {cfg.sim.noise} noise {cfg.sim.noise_scale:g} (main run)"] = sw["traces"].get("ppo", [])
-        results["seconds"][ds] = round(time.perf_counter() - t0, 1)
-        if sim and noise_scales:
-            t0 = time.perf_counter()
-            log(f"{ds}: robustness, {cfg.sim.noise} noise at scales {', '.join(noise_scales)}")
-            nw = run_sweep(cfg, "sim.noise_scale", list(noise_scales), [m for m in methods if m != "sft"],
-                           out / ds / "noise", seeds=seeds, trace=("ppo",), log=lambda m: log(f"noise: {m}"))
-            results["noise"][ds] = {**nw["summary"], "noise": cfg.sim.noise}
-            for v in noise_scales:
-                traces[f"ppo, {cfg.sim.noise} noise {v}"] = nw["traces"].get(f"ppo, sim.noise_scale={v}", [])
-            results["seconds"][f"{ds} noise"] = round(time.perf_counter() - t0, 1)
-        atomic_write_text(out / "results.json.partial", json.dumps(results, indent=2))
-    results["seconds"]["total"] = round(time.perf_counter() - t_start, 1)
-    results["traces"] = traces
+                               "overrides": list(overrides or []), "git_revision": _git_revision(), "jobs": jobs,
+                               "seconds": {}, "traces": {}}
+    for d in done:
+        if d["kind"] == "main":
+            results["datasets"][d["dataset"]] = d["summary"]
+        else:
+            results["noise"][f"{d['dataset']} ({d['summary']['noise']} noise)"] = d["summary"]
+        results["traces"].update(d["traces"])
+        results["seconds"][f"{d['dataset']} {d['kind']}"] = d["seconds"]
+    results["seconds"]["total (wall)"] = round(time.perf_counter() - t_start, 1)
     write_report(results, out)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
-    (out / "results.json.partial").unlink(missing_ok=True)
     return results
 
 
@@ -139,8 +173,19 @@ def claims(results: dict[str, Any]) -> list[str]:
             verdict = ("holds: exp_sft loses less than ppo and dpo" if len(worse) == 2 else
                        "partly: exp_sft loses less than " + worse[0] if worse else
                        "does not hold: exp_sft loses at least as much as ppo and dpo")
-        lines.append(f"**Claim 2** ({ds}, {nz.get('noise', 'gaussian')} noise from {scales[0]} to {scales[-1]}): change in "
-                     f"true value: {order} → {verdict}. Reward hacking: see the trace figure.")
+        last = {m: nz["series"][m][-1].get("true_value", {}).get("mean") for m in drops}
+        at_max = ", ".join(f"`{m}` {fmt(v)}" for m, v in sorted(last.items(), key=lambda kv: -(kv[1] or 0)))
+        lines.append(f"**Claim 2** ({ds}, noise scale {scales[0]} → {scales[-1]}): change in true value "
+                     f"{order} → {verdict}. True value at scale {scales[-1]}: {at_max}.")
+    for name, runs in results.get("traces", {}).items():
+        runs = [t for t in runs if len(t) >= 2 and "true_value" in t[0] and "rm_value" in t[0]]
+        if runs:
+            d_rm = np.mean([t[-1]["rm_value"] - t[0]["rm_value"] for t in runs])
+            d_true = np.mean([t[-1]["true_value"] - t[0]["true_value"] for t in runs])
+            hacked = "reward hacking (the learned reward rose, the true value fell)" if d_rm > 0 > d_true else (
+                "no hacking: both rose" if d_rm > 0 and d_true > 0 else "no hacking visible")
+            lines.append(f"  Trace, {name}: over training the reward model's score of the top-10 changed by "
+                         f"{d_rm:+.3f}, its true value by {d_true:+.3f} (mean of {len(runs)} seed(s)) → {hacked}.")
     for ds, r in sim.items():
         pts = r["series"]["exp_sft"]
         row = "; ".join(f"λ={p['value']}: {fmt(p.get('true_value', {}).get('mean'))}, ESS {fmt(p.get('ess'), 2)}"
@@ -168,9 +213,9 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     for ds, r in results["datasets"].items():
         p = report.plot_sweep(r, out / f"lambda_{ds}.png", f"{ds}: exp_sft's λ curve (baseline lines: fixed methods)")
         figs.append((f"λ curve, {ds}", p.name))
-    for ds, nz in results["noise"].items():
-        p = report.plot_sweep(nz, out / f"noise_{ds}.png", f"{ds}: true value as the logged rewards get noisier")
-        figs.append((f"robustness to noise, {ds}", p.name))
+    for key, nz in results["noise"].items():
+        p = report.plot_sweep(nz, out / f"noise_{nz['noise']}.png", f"{key}: true value as the logged rewards get noisier")
+        figs.append((f"robustness to {nz['noise']} noise", p.name))
     p = report.plot_traces(results.get("traces", {}), out / "hacking.png",
                            "ppo: the reward model's score (left) vs the true value (right) along training")
     if p is not None:
@@ -182,7 +227,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     md = ["# recalign reproduce", "",
           f"Datasets {', '.join(results['datasets'])}; {results['seeds']} seed(s) (each seed: new data on the simulator, "
           f"new π0, reward model and post-training); git {results['git_revision']}; "
-          f"{results['seconds'].get('total', 0) / 60:.1f} min in all"
+          f"{results['seconds'].get('total (wall)', 0) / 60:.1f} min in all"
           + (" (quick settings: a smoke test, not evidence)" if results["quick"] else "") + ".",
           "Intervals: 95%; a value is the mean over seeds (t interval); Δ is the paired bootstrap over (seed, user) "
           "pairs against `sft`, with the number of seeds whose mean difference is positive.", "",
@@ -198,9 +243,10 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                       f"largest spread (std of the judges' means) {spread:.4f}.")
             md.append("")
         md += [f"λ sweep of `exp_sft` ({r['metric']}):", "", report.sweep_markdown(r), ""]
-        if ds in results["noise"]:
-            md += [f"Robustness ({results['noise'][ds]['param']}; true value):", "",
-                   report.sweep_markdown(results["noise"][ds]), ""]
+    for key, nz in results["noise"].items():
+        md += ["", f"## Robustness: {key}", "", f"True value of the top-10 against `{nz['param']}` (each value: new "
+               f"worlds with the same items and true rewards, only the observed rewards differ; every method "
+               f"retrained):", "", report.sweep_markdown(nz), ""]
     md += ["", "## Figures", ""]
     md += [f"### {title}\n\n![{title}]({name})\n" for title, name in figs]
     md += ["## Time", "", "| part | seconds |", "|---|---|"]
