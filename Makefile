@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # torch==2.13.0 is the CPU build this team's machines carry; any torch>=2.4 works.
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo reproduce test lint clean
 
 $(BIN)/recalign: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,10 @@ venv: $(BIN)/recalign
 
 demo: venv
 	$(BIN)/recalign demo $(ARGS)
+
+# the paper-style report; e.g. make reproduce ARGS="--datasets sim,ml-100k --seeds 3 --jobs 2 --out DIR"
+reproduce: venv
+	$(BIN)/recalign reproduce $(ARGS)
 
 test: venv
 	$(BIN)/ruff check src tests benchmarks

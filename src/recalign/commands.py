@@ -104,7 +104,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from recalign.experiments.demo import format_table, run_demo
 
     out = args.out or tempfile.mkdtemp(prefix="recalign-demo-")
-    res = run_demo(out, quick=args.quick, overrides=args.overrides, seeds=args.seeds)
+    res = run_demo(out, quick=args.quick, overrides=args.overrides, seeds=args.seeds, jobs=args.jobs)
     if args.json:
         _cli()._print_json({k: v for k, v in res.items() if k != "config"})
     else:
@@ -187,7 +187,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the whole story on the embedded simulator, in a few minutes on a CPU")
     p.add_argument("--quick", action="store_true", help="a smaller world and model (about a minute; used by CI)")
     p.add_argument("--out", help="folder for results.json, table.txt and the runs (default: a new temp folder)")
-    p.add_argument("--seeds", type=int, default=1, help="simulator/training seeds (intervals over seeds when > 1)")
+    p.add_argument("--seeds", type=int, default=3, help="simulator/training seeds: each a new world (default 3; "
+                   "intervals over seeds)")
+    p.add_argument("--jobs", type=int, default=0, help="seeds run in parallel processes (default: one per CPU core)")
     cli._add_config_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
