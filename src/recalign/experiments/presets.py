@@ -26,13 +26,13 @@ PRESETS: dict[str, list[str]] = {
     "ml-100k": [
         "model.name=\"sasrec\"", "model.dim=64", "model.layers=2", "model.heads=2", "model.max_len=50",
         "model.dropout=0.2", "train.epochs=30", "train.batch_size=32", "train.lr=1e-3", "train.patience=5",
-        "train.eval_every=2", "posttrain.epochs=2", "posttrain.lr=1e-4", "posttrain.lam=1.0",
+        "train.eval_every=2", "posttrain.epochs=3", "posttrain.lr=1e-4", "posttrain.lam=1.0",
         "eval.judge_epochs=8",
     ],
     "ml-latest-small": [
         "model.name=\"sasrec\"", "model.dim=64", "model.layers=2", "model.heads=2", "model.max_len=50",
         "model.dropout=0.2", "train.epochs=15", "train.batch_size=32", "train.lr=1e-3", "train.patience=5",
-        "train.eval_every=3", "posttrain.epochs=2", "posttrain.lr=1e-4", "posttrain.lam=1.0",
+        "train.eval_every=3", "posttrain.epochs=3", "posttrain.lr=1e-4", "posttrain.lam=1.0",
         "eval.judge_epochs=6",
     ],
 }

@@ -105,8 +105,10 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
         configlib.update(RunConfig(), {"sim": {"noise": noise}})  # an unknown noise model fails here
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    parts = [("main", ds) for ds in cfgs]
+    # the longest parts first (real data, then the noise sweeps), so parallel workers finish together
+    parts = [("main", ds) for ds, c in cfgs.items() if c.data.name != "sim"]
     parts += [(f"noise:{n}", ds) for ds, c in cfgs.items() if c.data.name == "sim" and noise_scales for n in noise_models]
+    parts += [("main", ds) for ds, c in cfgs.items() if c.data.name == "sim"]
     args = [(kind, ds, cfgs[ds], out, seeds, tuple(methods), tuple(lams), tuple(noise_scales), judges)
             for kind, ds in parts]
     if jobs == 1 or len(parts) == 1:
