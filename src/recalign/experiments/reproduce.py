@@ -120,7 +120,7 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
                                "lams": list(lams), "noise_scales": list(noise_scales), "quick": quick,
                                "overrides": list(overrides or []), "git_revision": _git_revision(), "jobs": jobs,
                                "seconds": {}, "traces": {}}
-    for d in done:
+    for d in sorted(done, key=lambda d: (datasets.index(d["dataset"]), d["kind"])):  # the order asked for
         if d["kind"] == "main":
             results["datasets"][d["dataset"]] = d["summary"]
         else:
