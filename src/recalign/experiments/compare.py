@@ -57,8 +57,9 @@ def compare_methods(cfg: RunConfig, out: Path, methods: Sequence[str] | Mapping[
 
     Returns `{"metrics": {label: test metrics}, "ndcg@10": {label: per-user array},
     "true_value": {label: per-user array} (simulator only), "judge": {label: [n_judges, n_users]}
-    (with judges), "setup": {label: posttrain setup statistics (ESS, ...)}, "seconds": {label: s},
-    "runs": {label: run folder}}`; the label `pretrained` is π0 itself."""
+    (with judges), "oracle_value": per-user array (simulator only), "setup": {label: posttrain setup
+    statistics (ESS, ...)}, "seconds": {label: s}, "runs": {label: run folder}}`; the label
+    `pretrained` is π0 itself."""
     from recalign.posttrain.registry import get_method
     from recalign.posttrain.run import posttrain, reward_model_stage
 
@@ -103,6 +104,10 @@ def compare_methods(cfg: RunConfig, out: Path, methods: Sequence[str] | Mapping[
             res["judge"][label] = judge_topk(judges, model, data.seq, data.split.test, cfg.eval)
             m.update({k: v for k, v in judge_summary(res["judge"][label]).items() if k != "judge_values"})
         res["metrics"][label] = m
+    if data.simulator is not None:  # the oracle's top-10 in the same contexts: the ceiling of every policy
+        test = data.split.test
+        res["oracle_value"] = data.simulator.oracle_value(test.users, 10,
+                                                          step=test.context_end - data.split.offsets[test.users])
     res["high"] = data.split.high_reward("test", cfg.data.high_reward)
     res["n_users"] = int(np.asarray(res["high"]).size)
     return res

@@ -162,14 +162,17 @@ def plot_methods(tables: dict[str, dict[str, Any]], path: str | Path, metrics: d
 def methods_markdown(table: dict[str, Any], metrics: list[str], digits: int = 4) -> str:
     """A markdown table: per method, each metric's mean [95% interval] and its Δ vs sft
     [paired interval] (with the number of seeds where the delta is positive)."""
-    head = ["method"] + [c for m in metrics for c in (m, f"Δ {m} vs sft")]
+    with_delta = {m: any(m in s.get("delta", {}) for s in table.values()) for m in metrics}
+    head = ["method"] + [c for m in metrics for c in ([m] + ([f"Δ {m} vs sft"] if with_delta[m] else []))]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in table.items():
         cells = [name]
         for m in metrics:
             cells.append(fmt_interval(s.get(m), digits))
-            d = s.get("delta", {}).get(m)
-            cells.append("—" if d is None else f"{fmt_interval(d, digits, sign=True)} ({d['seeds_positive']}/{d['seeds']})")
+            if with_delta[m]:
+                d = s.get("delta", {}).get(m)
+                cells.append("—" if d is None else
+                             f"{fmt_interval(d, digits, sign=True)} ({d['seeds_positive']}/{d['seeds']})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

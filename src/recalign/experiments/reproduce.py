@@ -236,7 +236,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
           "## The claims of METHOD.md, read off these numbers", ""]
     md += [f"- {c}" for c in claims(results)]
     for ds, r in results["datasets"].items():
-        metrics = (["true_value", "ndcg@10", "high/ndcg@10"] if r["metric"] == "true_value"
+        metrics = (["true_value", "normalised_value", "ndcg@10", "high/ndcg@10"] if r["metric"] == "true_value"
                    else ["ndcg@10", "high/ndcg@10"] + (["judge_value"] if any("judge_value" in s for s in r["fixed"].values()) else []))
         md += ["", f"## {ds}", "", report.methods_markdown(r["fixed"], metrics), ""]
         if any("judge_spread" in s for s in r["fixed"].values()):

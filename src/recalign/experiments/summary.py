@@ -67,6 +67,17 @@ def delta_stats(seeds: list[dict[str, Any]], label: str, base: str, metric: str,
     return out
 
 
+def normalised_values(seeds: list[dict[str, Any]], label: str) -> list[float] | None:
+    """Per seed, `(V(π) − V(π0)) / (V(oracle) − V(π0))` (simulator only; π0 = `pretrained`)."""
+    out = []
+    for r in seeds:
+        v, v0, vo = r["true_value"].get(label), r["true_value"].get("pretrained"), r.get("oracle_value")
+        if v is None or v0 is None or vo is None or vo.mean() <= v0.mean():
+            return None
+        out.append(float((v.mean() - v0.mean()) / (vo.mean() - v0.mean())))
+    return out or None
+
+
 def label_summary(seeds: list[dict[str, Any]], label: str, base: str | None = "sft",
                   metrics: tuple[str, ...] = METRICS) -> dict[str, Any]:
     """Every available metric of `label` with its interval, and its delta against `base`."""
@@ -80,6 +91,9 @@ def label_summary(seeds: list[dict[str, Any]], label: str, base: str | None = "s
             d = delta_stats(seeds, label, base, metric)
             if d is not None:
                 out.setdefault("delta", {})[metric] = d
+    norm = normalised_values(seeds, label)
+    if norm is not None:
+        out["normalised_value"] = _interval(*mean_ci(norm)) if len(norm) > 1 else _interval(norm[0], math.nan, math.nan)
     spreads = [r["metrics"][label].get("judge_spread") for r in seeds if label in r["metrics"]]
     if spreads and all(s is not None for s in spreads):
         out["judge_spread"] = float(np.mean(spreads))
