@@ -53,18 +53,16 @@ def _log(msg: str) -> None:
 
 def run_seed(cfg: RunConfig, out: Path, methods: tuple[str, ...]) -> dict[str, Any]:
     """One seed: simulate, pretrain, every method from the same checkpoint; per-user true values
-    and the oracle's and logging policy's values in the same contexts."""
+    and the oracle's and the logging policy's in the same contexts."""
     data = prepare(cfg)
     sim, test = data.simulator, data.split.test
-    steps = test.context_end - data.split.offsets[test.users]
-    oracle = sim.oracle_value(test.users, 10, step=steps)
-    logging = sim.logging_value(test.users, 10, step=steps)
-    _log(f"seed {cfg.sim.seed}: {len(data.inter):,} logged interactions of {data.inter.n_users:,} users on "
-         f"{data.inter.n_items:,} items; true value of the top-10: oracle {oracle.mean():.3f}, logging policy "
-         f"{logging.topk.mean():.3f} (one draw from it: {logging.expected.mean():.3f})")
+    logging = sim.logging_value(test.users, 10, step=test.context_end - data.split.offsets[test.users])
     variants = {m: (m, trace_settings(m, cfg, TRACED)) for m in methods}
     res = compare_methods(cfg, out, variants, data=data, log=_log)
-    return {**res, "oracle": oracle, "logging": logging.topk}
+    _log(f"seed {cfg.sim.seed}: {len(data.inter):,} logged interactions of {data.inter.n_users:,} users on "
+         f"{data.inter.n_items:,} items; true value of the top-10: oracle {res['oracle_value'].mean():.3f}, "
+         f"logging policy {logging.topk.mean():.3f} (one draw from it: {logging.expected.mean():.3f})")
+    return {**res, "logging": logging.topk}
 
 
 def summarise(seeds: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str, Any]:
@@ -74,19 +72,16 @@ def summarise(seeds: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str
     names = ("pretrained",) + tuple(methods)
     base = "sft" if "sft" in names else None
     out: dict[str, Any] = {"methods": {}, "deltas": {}, "seeds": len(seeds)}
-    oracle = float(np.mean([s["oracle"].mean() for s in seeds]))
-    pre = float(np.mean([s["true_value"]["pretrained"].mean() for s in seeds]))
     for name in names:
         s = label_summary(seeds, name, base, ("true_value", "ndcg@10", "high/ndcg@10"))
-        gap = oracle - pre
         out["methods"][name] = {
             "true_value": s["true_value"],
-            "normalised_value": (s["true_value"]["mean"] - pre) / gap if gap > 0 else None,
+            "normalised_value": s.get("normalised_value"),
             **{k: s[k]["mean"] for k in ("ndcg@10", "high/ndcg@10") if k in s},
         }
         if "delta" in s:
             out["deltas"][name] = s["delta"]["true_value"]
-    out["oracle_value"] = oracle
+    out["oracle_value"] = float(np.mean([s["oracle_value"].mean() for s in seeds]))
     out["logging_value"] = float(np.mean([s["logging"].mean() for s in seeds]))
     return out
 
@@ -100,7 +95,7 @@ def format_table(res: dict[str, Any]) -> str:
         tv = m["true_value"]
         d = res["deltas"].get(name)
         dtxt = f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] {d['seeds_positive']}/{d['seeds']}" if d else "—"
-        nv = m.get("normalised_value")
+        nv = (m.get("normalised_value") or {}).get("mean")
         tv_txt = f"{tv['mean']:>8.3f}" + ("" if math.isnan(tv["lo"]) else f" [{tv['lo']:.3f}, {tv['hi']:.3f}]")
         lines.append(f"  {name:<12} {tv_txt:>24} {dtxt:>30} "
                      f"{'' if nv is None else f'{nv:+.2f}':>7} {m.get('ndcg@10', float('nan')):>8.4f} "
