@@ -128,3 +128,11 @@ def test_reproduce_quick_writes_report_and_figures(tmp_path, capsys):
     assert "**Claim 1**" in md and "**Claim 2**" in md and "**Claim 3**" in md
     assert "report.md" in capsys.readouterr().out
     assert main(args) == 2  # never overwrites a finished report
+    (out / "results.json").unlink()
+    assert main(args) == 2  # a non-empty folder needs --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0  # every run had finished: all reused, nothing retrained
+    err = capsys.readouterr().err
+    assert "pretrained sasrec in" not in err and "post-trained" not in err
+    again = json.loads((out / "results.json").read_text())
+    assert again["datasets"]["sim"]["fixed"] == res["datasets"]["sim"]["fixed"]

@@ -170,7 +170,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     res = run_reproduce(_csv(args.datasets), out, seeds=args.seeds, methods=pick(args.methods, METHODS),
                         lams=pick(args.lams, LAMS), noise_scales=pick(args.noise_scales, NOISE_SCALES),
                         noise_models=pick(args.noise_models, NOISE_MODELS), quick=args.quick,
-                        overrides=args.overrides, data_dir=args.data_dir, judges=not args.no_judges, jobs=args.jobs)
+                        overrides=args.overrides, data_dir=args.data_dir, judges=not args.no_judges, jobs=args.jobs,
+                        resume=args.resume)
     if args.json:
         _cli()._print_json({k: v for k, v in res.items() if k != "traces"})
     else:
@@ -225,6 +226,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=1, help="parts run in parallel processes (one torch thread each; "
                    "2 on a 2-core machine)")
     p.add_argument("--quick", action="store_true", help="tiny settings: checks the pipeline, not the science (CI)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted reproduce in --out: finished runs "
+                   "are reused, interrupted ones resumed")
     p.add_argument("--out", help="output folder (default: a new temp folder)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field for every dataset (after its preset)")

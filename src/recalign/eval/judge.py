@@ -17,12 +17,13 @@ model: it shares the logging data's blind spots (items rarely logged in a contex
 extrapolation), which is why the simulator's oracle remains the final word where it exists.
 
 Judges train for a fixed `eval.judge_epochs` (their data has no held-out part to stop on) and
-keep their last weights.
+keep their last weights. A judge folder that finished training is reused, not retrained.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,14 +71,16 @@ def train_judges(cfg: RunConfig, data: Any, out_dir: str | Path, k: int | None =
         torch.manual_seed(seed)
         rm = RewardModel(cfg.model, data.inter.n_items, binary=binary, init_mean=float(rewards.mean()))
         run = out_dir / f"judge{j}"
-        write_run_files(run, jcfg, jdata, {"stage": "reward_model", "role": "judge", "binary": binary,
-                                           "trained": False})
-        res = fit(rm, jdata.seq, RewardObjective(), tcfg, run, validate=None)
-        update_state(run, trained=True, epochs_run=res.epochs_run, train_seconds=round(res.seconds, 2))
+        state = run / "state.json"
+        if not (state.is_file() and json.loads(state.read_text()).get("trained")):  # else: reuse it
+            write_run_files(run, jcfg, jdata, {"stage": "reward_model", "role": "judge", "binary": binary,
+                                               "trained": False})
+            res = fit(rm, jdata.seq, RewardObjective(), tcfg, run, validate=None, resume=True)
+            update_state(run, trained=True, epochs_run=res.epochs_run, train_seconds=round(res.seconds, 2))
+            if verbose:
+                print(f"recalign: judge {j + 1}/{k} trained in {res.seconds:.0f} s", file=sys.stderr)
         ckpt.load_model_weights(rm, run / "model.safetensors")
         judges.append(rm.eval())
-        if verbose:
-            print(f"recalign: judge {j + 1}/{k} trained in {res.seconds:.0f} s", file=sys.stderr)
     return judges
 
 

@@ -8,7 +8,9 @@ that differences can be judged with paired intervals.
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +38,16 @@ def as_variants(methods: Sequence[str] | Mapping[str, Variant],
     if isinstance(methods, Mapping):
         return {label: (m, list(o)) for label, (m, o) in methods.items()}
     return {m: (m, list((overrides or {}).get(m, []))) for m in methods}
+
+
+def _state(run: Path, key: str) -> dict[str, Any] | None:
+    """The run's `state.json` if the run finished (the state has `key` set), else None: finished
+    runs are reused, so an interrupted comparison continues where it stopped."""
+    path = Path(run) / "state.json"
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    return state if state.get(key) else None
 
 
 def folder_name(label: str) -> str:
@@ -70,13 +82,15 @@ def compare_methods(cfg: RunConfig, out: Path, methods: Sequence[str] | Mapping[
     if pretrained is None:
         t0 = time.perf_counter()
         pretrained = out / "pretrain"
-        pretrain(cfg, pretrained)
-        seconds["pretrained"] = time.perf_counter() - t0
-        log(f"pretrained {cfg.model.name} in {seconds['pretrained']:.0f} s")
+        if _state(pretrained, "test") is None:  # not finished (absent, or interrupted: resumed)
+            pretrain(cfg, pretrained, resume=(pretrained / "state.json").is_file())
+            seconds["pretrained"] = time.perf_counter() - t0
+            log(f"pretrained {cfg.model.name} in {seconds['pretrained']:.0f} s")
     rm = None
     if any(get_method(m, cfg.posttrain).needs_reward_model for m, _ in variants.values()):
         rm = out / "reward_model"
-        if not (rm / "state.json").is_file():
+        if _state(rm, "trained") is None:
+            shutil.rmtree(rm, ignore_errors=True)  # an interrupted reward model is retrained
             t0 = time.perf_counter()
             reward_model_stage(rm, init_run=pretrained)
             log(f"trained the reward model in {time.perf_counter() - t0:.0f} s")
@@ -84,13 +98,16 @@ def compare_methods(cfg: RunConfig, out: Path, methods: Sequence[str] | Mapping[
     setup: dict[str, Any] = {}
     for label, (name, extra) in variants.items():
         t0 = time.perf_counter()
-        summary = posttrain(pretrained, name, out / folder_name(label), overrides=extra,
-                            reward_model_run=rm if get_method(name, cfg.posttrain).needs_reward_model else None,
-                            data=data)
-        runs[label] = out / folder_name(label)
+        run = out / folder_name(label)
+        summary = _state(run, "test")
+        if summary is None:
+            summary = posttrain(pretrained, name, run, overrides=extra, data=data,
+                                reward_model_run=rm if get_method(name, cfg.posttrain).needs_reward_model else None,
+                                resume=(run / "state.json").is_file())
+            seconds[label] = time.perf_counter() - t0
+            log(f"post-trained {label} in {seconds[label]:.0f} s")
+        runs[label] = run
         setup[label] = summary.get("setup", {})
-        seconds[label] = time.perf_counter() - t0
-        log(f"post-trained {label} in {seconds[label]:.0f} s")
     res: dict[str, Any] = {"metrics": {}, "ndcg@10": {}, "true_value": {}, "judge": {}, "setup": setup,
                            "seconds": seconds, "runs": {k: str(v) for k, v in runs.items()}}
     for label, run in runs.items():

@@ -21,6 +21,7 @@ import multiprocessing as mp
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,15 @@ from recalign.errors import InputError
 from recalign.experiments import report
 from recalign.experiments.presets import preset_config
 from recalign.experiments.summary import fmt, fmt_interval
-from recalign.experiments.sweep import primary_metric, run_sweep
+from recalign.experiments.sweep import (
+    JudgeCache,
+    check_sweep,
+    finish_sweep,
+    fixed_methods,
+    primary_metric,
+    sweep_seed,
+)
+from recalign.pipeline import prepare
 from recalign.train.checkpoint import atomic_write_text
 
 METHODS = ("sft", "linear_sft", "exp_sft", "ppo", "dpo")
@@ -54,46 +63,60 @@ def _git_revision() -> str:
         return "unknown"
 
 
-def _job(kind: str, ds: str, cfg: RunConfig, out: Path, seeds: int, methods: tuple[str, ...],
-         lams: tuple[str, ...], noise_scales: tuple[str, ...], judges: bool) -> dict[str, Any]:
-    """One independent part of the report (a process of its own with `--jobs`): `main` = the
-    methods and the λ grid on `ds`; `noise:<model>` = the robustness sweep on the simulator."""
-    t0 = time.perf_counter()
+def _sweep_args(kind: str, ds: str, cfg: RunConfig, out: Path, methods: tuple[str, ...], lams: tuple[str, ...],
+                noise_scales: tuple[str, ...]) -> dict[str, Any]:
+    """The sweep behind a part: `main` = the methods and exp_sft's λ grid on `ds`;
+    `noise:<model>` = the robustness sweep on the simulator under that noise model."""
     sim = cfg.data.name == "sim"
-
-    def log(msg: str) -> None:
-        _log(f"{ds} {kind}: {msg}")
-
     if kind == "main":
-        k = cfg.eval.judges if judges and not sim else 0
-        log(f"methods {', '.join(methods)} and exp_sft at λ ∈ {{{', '.join(lams)}}}, {seeds} seed(s)"
-            + (f", {k} judges" if k else ""))
-        sw = run_sweep(cfg, "posttrain.lam", list(lams), ["exp_sft"], out / ds, seeds=seeds, fixed=list(methods),
-                       judges=k, trace=("ppo",) if sim else (), log=log)
-        summary = {"config": configlib.to_dict(cfg), "metric": primary_metric(cfg), **sw["summary"]}
-        traces = {f"ppo, {cfg.sim.noise} noise {cfg.sim.noise_scale:g} (main run)": sw["traces"]["ppo"]} if sim else {}
-    else:
-        noise = kind.split(":", 1)[1]
-        ncfg = configlib.update(cfg, {"sim": {"noise": noise}})
-        log(f"robustness, {noise} noise at scales {', '.join(noise_scales)}")
-        nw = run_sweep(ncfg, "sim.noise_scale", list(noise_scales), [m for m in methods if m != "sft"],
-                       out / ds / f"noise-{noise}", seeds=seeds, trace=("ppo",), log=log)
-        summary = {**nw["summary"], "noise": noise}
-        traces = {f"ppo, {noise} noise {v}": nw["traces"].get(f"ppo, sim.noise_scale={v}", []) for v in noise_scales}
-    return {"kind": kind, "dataset": ds, "summary": summary, "traces": traces,
-            "seconds": round(time.perf_counter() - t0, 1)}
+        return {"cfg": cfg, "param": "posttrain.lam", "values": list(lams), "methods": ["exp_sft"],
+                "out": out / ds, "fixed": fixed_methods(list(methods), "sft"), "trace": ("ppo",) if sim else ()}
+    noise = kind.split(":", 1)[1]
+    return {"cfg": configlib.update(cfg, {"sim": {"noise": noise}}), "param": "sim.noise_scale",
+            "values": list(noise_scales), "methods": [m for m in methods if m != "sft"],
+            "out": out / ds / f"noise-{noise}", "fixed": ["sft"], "trace": ("ppo",)}
+
+
+def _judges_job(ds: str, cfg: RunConfig, out: Path) -> float:
+    """Phase 1: the judge ensemble of a real dataset, trained once (seeds then load it)."""
+    t0 = time.perf_counter()
+    JudgeCache(out / ds, cfg.eval.judges, lambda m: _log(f"{ds}: {m}")).get(cfg, prepare(cfg))
+    return round(time.perf_counter() - t0, 1)
+
+
+def _seed_job(kind: str, ds: str, cfg: RunConfig, out: Path, seed: int, methods: tuple[str, ...],
+              lams: tuple[str, ...], noise_scales: tuple[str, ...], judges: bool) -> dict[str, Any]:
+    """Phase 2: one seed of one part (a process of its own with `--jobs`)."""
+    t0 = time.perf_counter()
+    a = _sweep_args(kind, ds, cfg, out, methods, lams, noise_scales)
+    k = cfg.eval.judges if judges and cfg.data.name != "sim" and kind == "main" else 0
+    res = sweep_seed(a["cfg"], a["param"], a["values"], a["methods"], a["out"], seed, fixed=a["fixed"],
+                     trace=a["trace"], log=lambda m: _log(f"{ds} {kind} seed {seed}: {m}"),
+                     judge_cache=JudgeCache(out / ds, k, _log))
+    return {"kind": kind, "dataset": ds, "seed": seed, "result": res, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _pool_map(fn: Callable, args: list[tuple], jobs: int) -> list:
+    if jobs == 1 or len(args) <= 1:
+        return [fn(*a) for a in args]
+    with ProcessPoolExecutor(max_workers=min(jobs, len(args)), mp_context=mp.get_context("spawn")) as ex:
+        return list(ex.map(fn, *zip(*args)))
 
 
 def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods: tuple[str, ...] = METHODS,
                   lams: tuple[str, ...] = LAMS, noise_scales: tuple[str, ...] = NOISE_SCALES,
                   noise_models: tuple[str, ...] = NOISE_MODELS, quick: bool = False,
                   overrides: list[str] | None = None, data_dir: str | None = None, judges: bool = True,
-                  jobs: int = 1) -> dict[str, Any]:
-    """Run every part, `jobs` at a time (separate processes, one torch thread each), then write
-    `results.json`, `report.md` and the figures into `out`."""
+                  jobs: int = 1, resume: bool = False) -> dict[str, Any]:
+    """Run every part, seed by seed, `jobs` at a time (separate processes, one torch thread each),
+    then write `results.json`, `report.md` and the figures into `out`. With `resume`, runs that
+    finished in `out` before are reused and interrupted ones continue."""
     out = Path(out)
     if (out / "results.json").exists():
         raise InputError("output folder already holds results.json; choose another --out", path=out)
+    if out.is_dir() and any(out.iterdir()) and not resume:
+        raise InputError("output folder is not empty; pass --resume to continue an interrupted reproduce there, "
+                         "or choose another --out", path=out)
     if "sft" not in methods:
         raise InputError("--methods must include sft (the baseline of every delta)")
     if not datasets:
@@ -103,30 +126,40 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
     cfgs = {ds: preset_config(ds, quick, overrides, data_dir) for ds in datasets}  # bad keys fail here
     for noise in noise_models:
         configlib.update(RunConfig(), {"sim": {"noise": noise}})  # an unknown noise model fails here
+    for cfg in cfgs.values():
+        check_sweep(cfg, "posttrain.lam", list(lams))
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    real = [ds for ds, c in cfgs.items() if c.data.name != "sim"]
+    judge_seconds = _pool_map(_judges_job, [(ds, cfgs[ds], out) for ds in real], jobs) if judges else []
     # the longest parts first (real data, then the noise sweeps), so parallel workers finish together
-    parts = [("main", ds) for ds, c in cfgs.items() if c.data.name != "sim"]
+    parts = [("main", ds) for ds in real]
     parts += [(f"noise:{n}", ds) for ds, c in cfgs.items() if c.data.name == "sim" and noise_scales for n in noise_models]
     parts += [("main", ds) for ds, c in cfgs.items() if c.data.name == "sim"]
-    args = [(kind, ds, cfgs[ds], out, seeds, tuple(methods), tuple(lams), tuple(noise_scales), judges)
-            for kind, ds in parts]
-    if jobs == 1 or len(parts) == 1:
-        done = [_job(*a) for a in args]
-    else:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(parts)), mp_context=mp.get_context("spawn")) as ex:
-            done = list(ex.map(_job, *zip(*args)))
+    args = [(kind, ds, cfgs[ds], out, i, tuple(methods), tuple(lams), tuple(noise_scales), judges)
+            for kind, ds in parts for i in range(seeds)]
+    done = _pool_map(_seed_job, args, jobs)
     results: dict[str, Any] = {"datasets": {}, "noise": {}, "seeds": seeds, "methods": list(methods),
                                "lams": list(lams), "noise_scales": list(noise_scales), "quick": quick,
                                "overrides": list(overrides or []), "git_revision": _git_revision(), "jobs": jobs,
-                               "seconds": {}, "traces": {}}
-    for d in sorted(done, key=lambda d: (datasets.index(d["dataset"]), d["kind"])):  # the order asked for
-        if d["kind"] == "main":
-            results["datasets"][d["dataset"]] = d["summary"]
+                               "seconds": {f"{ds} judges": t for ds, t in zip(real, judge_seconds)}, "traces": {}}
+    for kind, ds in sorted(parts, key=lambda p: (datasets.index(p[1]), p[0])):  # the order asked for
+        mine = sorted((d for d in done if d["kind"] == kind and d["dataset"] == ds), key=lambda d: d["seed"])
+        a = _sweep_args(kind, ds, cfgs[ds], out, methods, lams, noise_scales)
+        sw = finish_sweep([d["result"] for d in mine], a["cfg"], a["param"], a["values"], a["methods"], a["fixed"],
+                          "sft", a["trace"])
+        if kind == "main":
+            results["datasets"][ds] = {"config": configlib.to_dict(cfgs[ds]), "metric": primary_metric(cfgs[ds]),
+                                       **sw["summary"]}
+            if "ppo" in sw["traces"]:
+                results["traces"][f"ppo, {cfgs[ds].sim.noise} noise {cfgs[ds].sim.noise_scale:g} (main run)"] = \
+                    sw["traces"]["ppo"]
         else:
-            results["noise"][f"{d['dataset']} ({d['summary']['noise']} noise)"] = d["summary"]
-        results["traces"].update(d["traces"])
-        results["seconds"][f"{d['dataset']} {d['kind']}"] = d["seconds"]
+            noise = a["cfg"].sim.noise
+            results["noise"][f"{ds} ({noise} noise)"] = {**sw["summary"], "noise": noise}
+            for v in noise_scales:
+                results["traces"][f"ppo, {noise} noise {v}"] = sw["traces"].get(f"ppo, sim.noise_scale={v}", [])
+        results["seconds"][f"{ds} {kind} (sum over seeds)"] = round(sum(d["seconds"] for d in mine), 1)
     results["seconds"]["total (wall)"] = round(time.perf_counter() - t_start, 1)
     write_report(results, out)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))

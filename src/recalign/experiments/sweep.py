@@ -77,49 +77,71 @@ class JudgeCache:
         return self.cache[key]
 
 
+def check_sweep(cfg: RunConfig, param: str, values: list[str]) -> None:
+    """Fail fast on a bad key or value, before any training."""
+    if not values:
+        raise InputError("sweep needs at least one value")
+    for v in values:
+        with_value(cfg, param, v)
+
+
+def sweep_seed(cfg: RunConfig, param: str, values: list[str], methods: list[str], out: str | Path, seed: int, *,
+               fixed: list[str], trace: tuple[str, ...] = (), log: Callable[[str], None] = _log,
+               judge_cache: JudgeCache | None = None) -> dict[str, Any]:
+    """Seed `seed` of a sweep (independent of the other seeds: parallel processes may run them).
+    Returns `{"base": comparison}` for a `posttrain.*` field, else `{value: comparison}`."""
+    out = Path(out)
+    scfg = seeded(cfg, seed)
+    judge_cache = judge_cache or JudgeCache(out, 0, log)
+    if param.startswith("posttrain."):
+        data = prepare(scfg)
+        variants: dict[str, Variant] = {m: (m, trace_settings(m, scfg, trace)) for m in fixed}
+        for m in methods:
+            for v in values:
+                variants[variant_label(m, param, v)] = (m, [f"{param}={v}"] + trace_settings(m, scfg, trace))
+        log(f"{scfg.data.name} seed {seed}: {len(variants)} policies from one π0")
+        return {"base": compare_methods(scfg, out / f"seed{seed}", variants, data=data,
+                                        judges=judge_cache.get(scfg, data), log=log)}
+    by_value = {}
+    for v in values:
+        vcfg = with_value(scfg, param, v)
+        data = prepare(vcfg)
+        log(f"{vcfg.data.name} seed {seed}, {param}={v}")
+        variants = {m: (m, trace_settings(m, vcfg, trace)) for m in dict.fromkeys(fixed + methods)}
+        by_value[v] = compare_methods(vcfg, out / f"seed{seed}" / f"{param}={v}", variants, data=data,
+                                      judges=judge_cache.get(vcfg, data), log=log)
+    return by_value
+
+
+def fixed_methods(fixed: list[str] | None, baseline: str) -> list[str]:
+    return list(dict.fromkeys([baseline] + list(fixed or [])))
+
+
+def finish_sweep(per_seed: list[dict[str, Any]], cfg: RunConfig, param: str, values: list[str],
+                 methods: list[str], fixed: list[str], baseline: str, trace: tuple[str, ...]) -> dict[str, Any]:
+    shared = param.startswith("posttrain.")
+    return {"summary": summarise_sweep(per_seed, param, values, methods, fixed, baseline, shared,
+                                       primary_metric(cfg)),
+            "per_seed": per_seed, "traces": collect_traces(per_seed, param, values, trace, shared)}
+
+
 def run_sweep(cfg: RunConfig, param: str, values: list[str], methods: list[str], out: str | Path, *,
               seeds: int = 1, fixed: list[str] | None = None, baseline: str = "sft", judges: int = 0,
               trace: tuple[str, ...] = (), log: Callable[[str], None] = _log,
               judge_cache: JudgeCache | None = None) -> dict[str, Any]:
-    """Run the sweep; returns `{"summary": JSON-able figures, "per_seed": raw per-seed results}`.
+    """Run the sweep, seed after seed; returns `{"summary": JSON-able figures, "per_seed": raw
+    per-seed results, "traces": ...}`.
 
     `summary["series"][method]` is a list over `values` of `label_summary` dicts (+ `value`);
     `summary["fixed"][label]` the fixed methods (shared sweeps). `trace` names methods whose
-    training is traced (`posttrain.trace_every`, for the reward-hacking figure)."""
-    out = Path(out)
-    if not values:
-        raise InputError("sweep needs at least one value")
-    for v in values:  # fail fast on a bad key or value, before any training
-        with_value(cfg, param, v)
-    fixed = list(dict.fromkeys([baseline] + list(fixed or [])))
-    shared = param.startswith("posttrain.")
-    judge_cache = judge_cache or JudgeCache(out, judges, log)
-    per_seed: list[dict[str, Any]] = []
-    for i in range(seeds):
-        scfg = seeded(cfg, i)
-        if shared:
-            data = prepare(scfg)
-            variants: dict[str, Variant] = {m: (m, trace_settings(m, scfg, trace)) for m in fixed}
-            for m in methods:
-                for v in values:
-                    variants[variant_label(m, param, v)] = (m, [f"{param}={v}"] + trace_settings(m, scfg, trace))
-            log(f"{scfg.data.name} seed {i}: {len(variants)} policies from one π0")
-            res = compare_methods(scfg, out / f"seed{i}", variants, data=data,
-                                  judges=judge_cache.get(scfg, data), log=log)
-            per_seed.append({"base": res})
-        else:
-            by_value = {}
-            for v in values:
-                vcfg = with_value(scfg, param, v)
-                data = prepare(vcfg)
-                log(f"{vcfg.data.name} seed {i}, {param}={v}")
-                variants = {m: (m, trace_settings(m, vcfg, trace)) for m in dict.fromkeys(fixed + methods)}
-                by_value[v] = compare_methods(vcfg, out / f"seed{i}" / f"{param}={v}", variants, data=data,
-                                              judges=judge_cache.get(vcfg, data), log=log)
-            per_seed.append(by_value)
-    return {"summary": summarise_sweep(per_seed, param, values, methods, fixed, baseline, shared,
-                                       primary_metric(cfg)),
-            "per_seed": per_seed, "traces": collect_traces(per_seed, param, values, trace, shared)}
+    training is traced (`posttrain.trace_every`, for the reward-hacking figure). Finished runs
+    found under `out` are reused (an interrupted sweep continues)."""
+    check_sweep(cfg, param, values)
+    fixed = fixed_methods(fixed, baseline)
+    judge_cache = judge_cache or JudgeCache(Path(out), judges, log)
+    per_seed = [sweep_seed(cfg, param, values, methods, out, i, fixed=fixed, trace=trace, log=log,
+                           judge_cache=judge_cache) for i in range(seeds)]
+    return finish_sweep(per_seed, cfg, param, values, methods, fixed, baseline, trace)
 
 
 def collect_traces(per_seed: list[dict[str, Any]], param: str, values: list[str], trace: tuple[str, ...],
