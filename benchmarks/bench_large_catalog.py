@@ -7,9 +7,11 @@
 For each catalog size N it
 1. simulates `--n-users` users with short logs (`--sim-len`) over N items (`recalign.pipeline.prepare`);
 2. trains SASRec (dim 64, 2 layers, max_len 50, batch 128) with `model.head=sampled` for
-   `--steps` optimizer steps per negative count (`--negatives`), through `recalign.train.loop.fit`
-   with `train.max_steps`: time per step, sequences/s, peak RSS, loss first vs last steps; then a
-   breakdown of one step (forward+loss, backward, grad clip, AdamW) on the same model;
+   `--steps` optimizer steps per negative count (`--negatives`) and per `train.optimizer`
+   (`--optimizers`, default adamw; `adamw,sparse_adam` compares the two), through
+   `recalign.train.loop.fit` with `train.max_steps`: time per step, sequences/s, peak RSS, loss
+   first vs last steps; then a breakdown of one step (forward+loss, backward, grad clip,
+   optimizer step) on the same model with the loop's optimizer(s) and clip;
 3. gives the size of the full-softmax logits a step would need (B·L·N·4 bytes, float32) and runs
    the full head only where that fits in `--full-max-gb`;
 4. ranks the held-out test item of `--eval-users` users among all N items with
@@ -49,7 +51,7 @@ from recalign.eval.evaluate import evaluate_targets, user_queries
 from recalign.eval.metrics import topk_items
 from recalign.models.config import ModelConfig
 from recalign.pipeline import build_model, prepare
-from recalign.train.loop import NextItemObjective, fit
+from recalign.train.loop import NextItemObjective, clip_grad_norm, fit, make_optimizers
 
 OUT = sys.stdout
 
@@ -119,19 +121,19 @@ class TimedObjective:
         return loss, diag
 
 
-def make_cfg(args, n_items: int, head: str, negatives: int) -> RunConfig:
+def make_cfg(args, n_items: int, head: str, negatives: int, optimizer: str = "adamw") -> RunConfig:
     cfg = RunConfig()
     lo, hi = (int(x) for x in args.sim_len.split(","))
     sim = SimConfig(seed=args.seed, n_users=args.n_users, n_items=n_items, min_len=lo, max_len=hi)
     model = ModelConfig(name=args.model, dim=args.dim, layers=args.layers, heads=2, max_len=args.max_len,
                         head=head, num_negatives=negatives)
     train = TrainConfig(epochs=1000, max_steps=args.steps, batch_size=args.batch_size, lr=1e-3,
-                        warmup_steps=10, device="cpu", progress=False, seed=args.seed)
+                        warmup_steps=10, device="cpu", progress=False, seed=args.seed, optimizer=optimizer)
     return dataclasses.replace(cfg, sim=sim, model=model, train=train)
 
 
-def train_case(args, data, n_items: int, head: str, negatives: int, steps: int) -> dict:
-    cfg = make_cfg(args, n_items, head, negatives)
+def train_case(args, data, n_items: int, head: str, negatives: int, steps: int, optimizer: str = "adamw") -> dict:
+    cfg = make_cfg(args, n_items, head, negatives, optimizer)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps))
     run_dir = Path(tempfile.mkdtemp(prefix="bench_large_"))
     obj = TimedObjective()
@@ -151,6 +153,7 @@ def train_case(args, data, n_items: int, head: str, negatives: int, steps: int) 
         k = max(1, min(10, len(obj.losses) // 3))
         out = {
             "n_items": n_items, "head": head, "negatives": negatives if head == "sampled" else None,
+            "optimizer": optimizer,
             "steps": res.steps, "params": n_params,
             "step_s_median": round(step_s, 4), "step_s_mean": round(float(warm.mean()), 4),
             "step_s_min": round(float(warm.min()), 4), "step_s_max": round(float(warm.max()), 4),
@@ -175,13 +178,14 @@ def train_case(args, data, n_items: int, head: str, negatives: int, steps: int) 
 
 
 def step_breakdown(model, data, cfg, reps: int) -> dict:
-    """Median seconds of the parts of one optimizer step, with the loop's own settings (AdamW,
-    clip 1.0): forward+loss, backward, clip_grad_norm_, opt.step (+ zero_grad)."""
+    """Median seconds of the parts of one optimizer step, with the loop's own settings (its
+    optimizer(s) for `train.optimizer`, clip 1.0): forward+loss, backward, clip, opt.step (+ zero_grad)."""
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opts = make_optimizers(model, cfg.train, torch.device("cpu"))
+    params = [p for o in opts for g in o.param_groups for p in g["params"]]
     rng = np.random.default_rng(1)
     obj = NextItemObjective()
-    parts: dict[str, list[float]] = {"forward_loss": [], "backward": [], "clip": [], "adamw": []}
+    parts: dict[str, list[float]] = {"forward_loss": [], "backward": [], "clip": [], "opt_step": []}
     for r in range(reps + 1):
         batch = data.seq.train_batch(rng.choice(data.seq.n_windows, size=cfg.train.batch_size, replace=False))
         t0 = time.perf_counter()
@@ -189,15 +193,18 @@ def step_breakdown(model, data, cfg, reps: int) -> dict:
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        clip_grad_norm(params, 1.0)
         t3 = time.perf_counter()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        for o in opts:
+            o.step()
+            o.zero_grad(set_to_none=True)
         t4 = time.perf_counter()
         if r == 0:
             continue  # first one allocates the optimizer state
         for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             parts[key].append(dt)
+    if len(opts) > 1:
+        model.set_sparse_item_grad(False)
     return {k: round(statistics.median(v), 4) for k, v in parts.items()} | {"reps": reps, "load": load1()}
 
 
@@ -252,15 +259,16 @@ def run_catalog(args, n_items: int) -> dict:
     out: dict = {"n_items": n_items, "simulate": sim_info, "train": [], "eval": [], "topk": []}
 
     for k in args.negatives:
-        say(f"train: sampled softmax, {k} negatives, {args.steps} steps ...")
-        r = train_case(args, data, n_items, "sampled", k, args.steps)
-        out["train"].append(r)
-        say(f"  {r['step_s_median']:.3f} s/step (min {r['step_s_min']:.3f}, max {r['step_s_max']:.3f}), "
-            f"{r['sequences_per_s']:.0f} seq/s, loss {r['loss_first']:.3f} -> {r['loss_last']:.3f} "
-            f"(finite {r['loss_all_finite']}), peak RSS {r['peak_rss_mb']:,} MB (start {r['rss0_mb']:,}), "
-            f"load {r['load_start']} -> {r['load_end']}")
-        if "breakdown" in r:
-            say(f"  one step: {r['breakdown']}")
+        for optimizer in args.optimizers:
+            say(f"train: sampled softmax, {k} negatives, {optimizer}, {args.steps} steps ...")
+            r = train_case(args, data, n_items, "sampled", k, args.steps, optimizer)
+            out["train"].append(r)
+            say(f"  {r['step_s_median']:.3f} s/step (min {r['step_s_min']:.3f}, max {r['step_s_max']:.3f}), "
+                f"{r['sequences_per_s']:.0f} seq/s, loss {r['loss_first']:.3f} -> {r['loss_last']:.3f} "
+                f"(finite {r['loss_all_finite']}), peak RSS {r['peak_rss_mb']:,} MB (start {r['rss0_mb']:,}), "
+                f"load {r['load_start']} -> {r['load_end']}")
+            if "breakdown" in r:
+                say(f"  one step: {r['breakdown']}")
 
     n_t = np.mean(out["train"][0]["targets_per_step_mean"]) if out["train"] else None
     fb = full_softmax_bytes(args.batch_size, args.max_len, n_items, n_t)
@@ -310,13 +318,14 @@ def table(results: list[dict]) -> str:
                     f"{s['interactions'] / s['wall_s']:,.0f} rows/s | {s['peak_rss_mb']:,} ({s['rss0_mb']:,}) | "
                     f"{s['load_start']}→{s['load_end']} | {s['interactions']:,} rows |")
         for t in c["train"]:
-            name = f"train {t['head']}" + (f" K={t['negatives']}" if t["head"] == "sampled" else "")
+            name = (f"train {t['head']}" + (f" K={t['negatives']}" if t["head"] == "sampled" else "")
+                    + f", {t.get('optimizer', 'adamw')}")
             note = (f"loss {t['loss_first']:.2f}→{t['loss_last']:.2f}, finite={t['loss_all_finite']}, "
                     f"{t['targets_per_step_mean']:.0f} targets/step")
             if "breakdown" in t:
                 b = t["breakdown"]
                 note += (f"; fwd {b['forward_loss']:.3f} / bwd {b['backward']:.3f} / clip {b['clip']:.3f} / "
-                         f"AdamW {b['adamw']:.3f} s")
+                         f"opt {b['opt_step']:.3f} s")
             rows.append(f"| {n} | {name} ({t['steps']} steps) | {t['step_s_median']:.3f} s/step | "
                         f"{t['sequences_per_s']:,.0f} seq/s | {t['peak_rss_mb']:,} ({t['rss0_mb']:,}) | "
                         f"{t['load_start']}→{t['load_end']} | {note} |")
@@ -349,6 +358,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--negatives", default="1024,8192")
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--optimizers", default="adamw", help="train.optimizer values to train the sampled head with, "
+                    "comma-separated (adamw, sparse_adam)")
     ap.add_argument("--breakdown", type=int, default=5, help="steps timed part by part (0 = off)")
     ap.add_argument("--full-steps", type=int, default=10, help="full-softmax steps where the logits fit")
     ap.add_argument("--full-max-gb", type=float, default=6.0, help="run the full head only below this (3x logits)")
@@ -360,6 +371,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout, nothing else")
     args = ap.parse_args(argv)
     args.negatives = [int(x) for x in args.negatives.split(",") if x]
+    args.optimizers = [x for x in args.optimizers.split(",") if x]
     args.item_chunks = [int(x) for x in args.item_chunks.split(",") if x]
     catalogs = [int(x) for x in args.catalogs.split(",") if x]
     if args.json:

@@ -34,12 +34,17 @@ class DataConfig:
 class TrainConfig:
     epochs: int = field(200, "maximum epochs (early stopping usually ends sooner)")
     max_steps: int = field(0, "stop after this many optimizer steps (0 = no limit)")
-    batch_size: int = field(128, "sequences per optimizer step (before accumulation)")
+    batch_size: int = field(128, "sequences per optimizer step (before accumulation) in each process; under torchrun "
+                            "the global batch is WORLD_SIZE × batch_size")
     window_stride: int = field(0, "rows between the ends of a user's training windows (0 = model.max_len: no overlap); "
                                "smaller = each target sees at least max_len - stride items of history, at max_len/stride "
                                "times the compute")
     grad_accum: int = field(1, "micro-batches accumulated per optimizer step")
     lr: float = field(1e-3, "peak AdamW learning rate")
+    optimizer: Literal["adamw", "sparse_adam"] = field(
+        "adamw", "adamw: AdamW on every parameter; sparse_adam: sparse gradients for the item table, updated by "
+        "torch.optim.SparseAdam (lazy Adam: only the rows a batch touches), AdamW on the rest. For large catalogs "
+        "(the step no longer costs O(items)); needs model.head = sampled, weight_decay = 0, one process")
     weight_decay: float = field(0.0, "AdamW weight decay")
     warmup_steps: int = field(20, "linear warmup steps (then constant, or cosine decay with train.cosine)")
     cosine: bool = field(False, "decay the learning rate by a cosine over the planned steps after warmup")

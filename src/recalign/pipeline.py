@@ -25,6 +25,7 @@ from recalign.errors import InputError
 from recalign.eval.evaluate import evaluate_targets
 from recalign.models.recommender import Recommender
 from recalign.train import checkpoint as ckpt
+from recalign.train import distributed
 from recalign.train.loop import FitResult, NextItemObjective, Objective, fit, resolve_device
 
 
@@ -73,6 +74,10 @@ def build_model(cfg: RunConfig, data: Prepared) -> Recommender:
 
 
 def write_run_files(run_dir: Path, cfg: RunConfig, data: Prepared, extra_state: dict[str, Any] | None = None) -> None:
+    """Start a run folder: resolved config, id maps, `state.json`. Under torchrun every rank calls
+    it and rank 0 writes; the barriers let every rank finish its checks of the folder (does it
+    exist already?) before anything is written, and find the files complete afterwards."""
+    distributed.barrier()
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.atomic_write_text(run_dir / "config.toml", configlib.to_toml(cfg))
     for name, ids in (("user_ids.json", data.inter.user_ids), ("item_ids.json", data.inter.item_ids)):
@@ -81,6 +86,7 @@ def write_run_files(run_dir: Path, cfg: RunConfig, data: Prepared, extra_state: 
              "n_users": data.inter.n_users, "n_items": data.inter.n_items, "interactions": len(data.inter)}
     state.update(extra_state or {})
     ckpt.atomic_write_text(run_dir / "state.json", json.dumps(state, indent=2))
+    distributed.barrier()
 
 
 def update_state(run_dir: Path, **fields: Any) -> dict[str, Any]:

@@ -1,6 +1,12 @@
 """Evaluate a recommender on held-out targets: full-catalog ranking in user batches and item
 chunks, seen items masked by the `mask_seen` flag, every metric also on the high-reward targets
-(and, on the simulator, the oracle's true value of the top-10 list)."""
+(and, on the simulator, the oracle's true value of the top-10 list).
+
+Under torchrun every rank ranks a disjoint, contiguous share of the targets (whole batches of
+`eval.batch_size` users, the batches one process would form); the per-target ranks (and true
+values) are gathered in target order, so each target counts exactly once and the metrics,
+computed from the gathered arrays, are the same on every rank and the same as one process
+computes for the same weights."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from recalign.data.sequences import SequenceData
 from recalign.data.split import Targets
 from recalign.eval.metrics import ranking_metrics, reward_metrics, target_ranks, topk_items
 from recalign.models.recommender import Recommender
+from recalign.train import distributed
 
 
 @torch.no_grad()
@@ -27,15 +34,20 @@ def user_queries(model: Recommender, seq: SequenceData, targets: Targets, idx: n
 def evaluate_targets(model: Recommender, seq: SequenceData, targets: Targets, cfg: EvalConfig,
                      high_reward: float, simulator: Any = None, return_ranks: bool = False) -> dict[str, Any]:
     """Metrics of `model` on `targets` (`hr@k`, `ndcg@k`, `mrr`, `high/...`, `rw_ndcg@k`; and
-    `true_value` when a simulator is given). With `return_ranks`, also `_ranks` (per-user array)."""
+    `true_value` when a simulator is given). With `return_ranks`, also `_ranks` (per-user array).
+
+    Collective under torchrun: every rank must call it (with the same targets)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     weight = model.item_weight.float()
     ranks, values = [], []
     n = len(targets)
-    for lo in range(0, n, cfg.batch_size):
-        idx = np.arange(lo, min(n, lo + cfg.batch_size))
+    # under torchrun each rank takes a contiguous run of whole user batches: the batches are the
+    # ones a single process forms, so the ranks are bit-identical to a single-process evaluation
+    first, end = distributed.shard_batches(n, cfg.batch_size)  # (0, n) for one process
+    for lo in range(first, end, cfg.batch_size):
+        idx = np.arange(lo, min(end, lo + cfg.batch_size))
         q = user_queries(model, seq, targets, idx, device)
         exclude = None
         if cfg.mask_seen:
@@ -50,6 +62,13 @@ def evaluate_targets(model: Recommender, seq: SequenceData, targets: Targets, cf
             steps = targets.context_end[idx] - seq.split.offsets[users]  # interactions in the context
             values.append(simulator.policy_value(users, tokens.cpu().numpy() - 1, step=steps))
     r = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
+    if distributed.is_distributed():
+        r = distributed.all_gather_array(r.astype(np.int64))
+        if simulator is not None:
+            values = [distributed.all_gather_array(np.concatenate(values).astype(np.float64) if values
+                                                   else np.zeros(0))]
+        if r.shape[0] != n:
+            raise RuntimeError(f"gathered {r.shape[0]} ranks for {n} targets")
     rewards = seq.reward[targets.target_row]
     out: dict[str, Any] = ranking_metrics(r, cfg.ks)
     out.update(reward_metrics(r, rewards, cfg.ks, high_reward))

@@ -124,7 +124,14 @@ class SampledSoftmaxHead(TiedHead):
             optional otherwise (then it gives the in-batch Q).
         temperature: logits are divided by it before the correction.
         generator: optional `torch.Generator` for the negatives (else the global RNG).
+
+    Attributes:
+        sparse_grad: look the candidates up with `F.embedding(..., sparse=True)`, so that the
+            item table's gradient from the head is sparse (`Recommender.set_sparse_item_grad`,
+            for `torch.optim.SparseAdam`); False (default): `item_weight[cand]`, a dense gradient.
     """
+
+    sparse_grad: bool = False
 
     def __init__(
         self,
@@ -201,7 +208,8 @@ class SampledSoftmaxHead(TiedHead):
         M = t.numel()
         neg = self.sample_negatives(n_items, item_weight.device) if negatives is None else negatives
         cand = torch.cat([t, neg.to(t.device)])  # [M + K]
-        logits = (h @ item_weight[cand].T).float() / self.temperature  # [M, M + K]
+        cand_w = F.embedding(cand, item_weight, sparse=True) if self.sparse_grad else item_weight[cand]
+        logits = (h @ cand_w.T).float() / self.temperature  # [M, M + K]
         logits = logits - torch.cat([self._log_q_in_batch(t), self._log_q_proposal(neg, n_items)])
         hit = cand[None, :] == t[:, None]  # [M, M + K]
         rows = torch.arange(M, device=t.device)

@@ -7,9 +7,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from recalign.errors import InputError
 from recalign.models.build import build_backbone
 from recalign.models.config import ModelConfig
-from recalign.models.heads import full_logits, make_head
+from recalign.models.heads import SampledSoftmaxHead, full_logits, make_head
 
 
 class SequenceEncoder(nn.Module):
@@ -49,3 +50,18 @@ class Recommender(SequenceEncoder):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Full-catalog logits `[..., N + 1]` (column 0 = -inf)."""
         return full_logits(hidden, self.item_weight, self.cfg.temperature)
+
+    def set_sparse_item_grad(self, on: bool) -> None:
+        """Give the item table a sparse gradient (only the rows of the batch's input items and
+        candidates) instead of a dense `[N + 1, D]` one, for `torch.optim.SparseAdam`
+        (`train.optimizer = sparse_adam`). Both uses of the tied table then look rows up with
+        `F.embedding(..., sparse=True)`: the input embedding and the sampled head's candidates.
+        The full-softmax head scores every item, so its gradient is dense by nature: refused.
+        Losses that form full-catalog logits (`logits`, e.g. dpo/ppo) still give a dense
+        gradient; the training loop names them when it sees one."""
+        if on and not isinstance(self.head, SampledSoftmaxHead):
+            raise InputError("train.optimizer = sparse_adam needs model.head = sampled: the full softmax scores every "
+                             "item, so the item table's gradient is dense anyway (use train.optimizer = adamw)")
+        self.backbone.item_emb.sparse = on
+        if isinstance(self.head, SampledSoftmaxHead):
+            self.head.sparse_grad = on

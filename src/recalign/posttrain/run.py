@@ -47,6 +47,7 @@ from recalign.pipeline import (
 from recalign.posttrain.registry import PostTrainContext, get_method
 from recalign.posttrain.scoring import frozen_copy
 from recalign.train import checkpoint as ckpt
+from recalign.train import distributed
 from recalign.train.loop import fit, resolve_device
 
 # What a post-training run may change: its own knobs, the loop, the evaluation, where the data
@@ -76,7 +77,8 @@ def posttrain_train_config(cfg: RunConfig, n_windows: int) -> TrainConfig:
     the budget). `max_steps`, clipping, device and seed come from `train.*`."""
     pt, tr = cfg.posttrain, cfg.train
     bs = pt.batch_size or tr.batch_size
-    steps = max(1, math.ceil(math.ceil(n_windows / bs) / tr.grad_accum) * pt.epochs)
+    global_bs = bs * distributed.world_size()  # under torchrun each process takes bs windows per step
+    steps = max(1, math.ceil(math.ceil(n_windows / global_bs) / tr.grad_accum) * pt.epochs)
     if tr.max_steps > 0:
         steps = min(steps, tr.max_steps)
     return dataclasses.replace(tr, epochs=pt.epochs, lr=pt.lr, batch_size=bs,
@@ -169,7 +171,7 @@ def posttrain(init_run: str | Path, method: str | None, out_dir: str | Path, ove
     write_run_files(out_dir, run_cfg, data, {
         "stage": "posttrain", "init": str(init_run), "method": meth.name,
         "reward_model": None if rm_path is None else str(rm_path), "setup": setup_stats})
-    if tcfg.progress:
+    if tcfg.progress and distributed.is_main():
         shown = {k: v for k, v in setup_stats.items() if isinstance(v, (int, float))}
         print(f"recalign: posttrain {meth.name}: " + " ".join(f"{k}={v:.4g}" for k, v in shown.items()),
               file=sys.stderr)
@@ -309,7 +311,7 @@ def train_reward_model(cfg: RunConfig, data: Prepared, out_dir: str | Path,
     ckpt.atomic_write_text(out_dir / "rm_diagnostics.json", json.dumps(diag, indent=2))
     update_state(out_dir, trained=True, best_epoch=res.best_epoch, epochs_run=res.epochs_run,
                  valid=res.best, diagnostics=diag)
-    if cfg.train.progress:
+    if cfg.train.progress and distributed.is_main():
         _print_rm_diagnostics(diag)
     return rm, diag
 

@@ -14,6 +14,10 @@ A run folder holds:
 Every file is written to a temporary name and renamed into place; `last/` is replaced as a whole
 (a new folder is written, then swapped in), so a run killed at any moment leaves either the old
 or the new checkpoint, never half of one.
+
+In a distributed run (torchrun) only rank 0 writes: every writer here returns without writing on
+the other ranks, whoever calls it. Readers that may run while rank 0 writes must wait at a
+`distributed.barrier()` first (the training loop and `pipeline.write_run_files` do).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +36,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recalign.errors import InputError
+from recalign.train import distributed
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    if not distributed.is_main():
+        return
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -48,6 +56,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    if not distributed.is_main():
+        return
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -153,18 +163,36 @@ def _jsonable(o: Any) -> Any:
 
 
 # ------------------------------------------------------------------ resume checkpoint folder
-def save_resume(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+def _as_list(opt: torch.optim.Optimizer | Sequence[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
+    return [opt] if isinstance(opt, torch.optim.Optimizer) else list(opt)
+
+
+def _opt_prefix(i: int) -> str:
+    """Key prefix of optimizer i in `optim.safetensors` (`opt.` for the first: the layout of a
+    one-optimizer run, `opt1.`, ... for the others, e.g. SparseAdam's item table)."""
+    return "opt" if i == 0 else f"opt{i}"
+
+
+def save_resume(run_dir: Path, model: torch.nn.Module,
+                opt: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
                 np_rng: np.random.Generator, state: dict[str, Any]) -> None:
-    """Write `run_dir/last/` atomically (new folder, then swap)."""
+    """Write `run_dir/last/` atomically (new folder, then swap). `opt`: the optimizer, or the
+    list of optimizers of the run (`train.optimizer = sparse_adam` has two). Rank 0 only."""
+    if not distributed.is_main():
+        return
     run_dir = Path(run_dir)
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".last."))
     try:
         atomic_save_tensors(tmp / "model.safetensors", model_state(model))
-        opt_t, opt_meta = optimizer_to_flat(opt)
+        flat: dict[str, torch.Tensor] = {}
+        metas: dict[str, Any] = {}
+        for i, o in enumerate(_as_list(opt)):
+            opt_t, opt_meta = optimizer_to_flat(o)
+            flat.update({f"{_opt_prefix(i)}.{k}": v for k, v in opt_t.items()})
+            metas["optimizer" if i == 0 else f"optimizer{i}"] = opt_meta
         rng_t, rng_meta = rng_state(np_rng)
-        atomic_save_tensors(tmp / "optim.safetensors", {**{f"opt.{k}": v for k, v in opt_t.items()},
-                                                        **{f"rng.{k}": v for k, v in rng_t.items()}})
-        atomic_write_text(tmp / "state.json", json.dumps({**state, "optimizer": opt_meta, "rng": rng_meta}))
+        atomic_save_tensors(tmp / "optim.safetensors", {**flat, **{f"rng.{k}": v for k, v in rng_t.items()}})
+        atomic_write_text(tmp / "state.json", json.dumps({**state, **metas, "rng": rng_meta}))
         last, old = run_dir / "last", run_dir / "last.old"
         if last.exists():
             if old.exists():
@@ -186,17 +214,28 @@ def find_resume(run_dir: Path) -> Path | None:
     return None
 
 
-def load_resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+def load_resume(path: Path, model: torch.nn.Module,
+                opt: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
                 np_rng: np.random.Generator) -> dict[str, Any]:
     load_model_weights(model, path / "model.safetensors")
     flat = load_file(str(path / "optim.safetensors"))
     state = json.loads((path / "state.json").read_text())
-    optimizer_from_flat(opt, {k[4:]: v for k, v in flat.items() if k.startswith("opt.")}, state["optimizer"])
+    opts = _as_list(opt)
+    saved = 1 + sum(1 for k in state if k.startswith("optimizer") and k[len("optimizer"):].isdigit())
+    if saved != len(opts):
+        raise InputError(f"the resume checkpoint holds {saved} optimizer(s) but this run has {len(opts)}: "
+                         "it was written with another train.optimizer; resume with the same setting", path=path)
+    for i, o in enumerate(opts):
+        pre = _opt_prefix(i) + "."
+        optimizer_from_flat(o, {k[len(pre):]: v for k, v in flat.items() if k.startswith(pre)},
+                            state["optimizer" if i == 0 else f"optimizer{i}"])
     restore_rng(np_rng, {k[4:]: v for k, v in flat.items() if k.startswith("rng.")}, state["rng"])
     return state
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    if not distributed.is_main():
+        return
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
