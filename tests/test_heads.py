@@ -199,3 +199,33 @@ def test_make_head_and_errors():
         SampledSoftmaxHead(4, "popularity")
     with pytest.raises(ValueError, match="uniform, popularity"):
         SampledSoftmaxHead(4, "zipf")
+
+
+def test_in_batch_subset_all_equals_every_target_and_zero_uses_shared_negatives_only():
+    """`in_batch = M` (every target, in random order, each row's positive in a column of its own)
+    gives the same loss as the default layout (column i = row i's positive); `in_batch = 0` is the
+    loss over the positive and the shared negatives alone, computed by hand."""
+    hidden, targets, weight = _random_batch()
+    w = torch.rand(2, 5)
+    neg = torch.tensor([1, 5, 9])
+    counts = np.r_[0, np.arange(1, 11)]
+    full = SampledSoftmaxHead(3, "uniform", item_counts=counts)
+    M = int((targets > 0).sum())
+    every = SampledSoftmaxHead(3, "uniform", item_counts=counts, in_batch=M)
+    torch.testing.assert_close(every.loss(hidden, targets, w, weight, negatives=neg)[0],
+                               full.loss(hidden, targets, w, weight, negatives=neg)[0])
+    none = SampledSoftmaxHead(3, "uniform", item_counts=counts, in_batch=0)
+    got, diag = none.loss(hidden, targets, w, weight, negatives=neg)
+    sel = targets > 0
+    h, t, ww = hidden[sel], targets[sel], w[sel]
+    log_q_t = torch.log(torch.as_tensor(counts / counts.sum(), dtype=torch.float32))[t]
+    pos = (h * weight[t]).sum(-1) - log_q_t
+    negs = h @ weight[neg].T + np.log(10)
+    negs = negs.masked_fill(neg[None, :] == t[:, None], float("-inf"))
+    want = (ww * (torch.logsumexp(torch.cat([pos[:, None], negs], 1), 1) - pos)).sum() / t.numel()
+    torch.testing.assert_close(got, want)
+    sub = SampledSoftmaxHead(3, "uniform", item_counts=counts, in_batch=2, generator=torch.Generator().manual_seed(0))
+    loss, _ = sub.loss(hidden, targets, w, weight, negatives=neg)
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="in_batch"):
+        SampledSoftmaxHead(3, in_batch=-2)

@@ -20,6 +20,8 @@ class ModelConfig:
     dropout: float = field(0.2, "dropout on embeddings and inside blocks (SASRec paper: 0.2 on ML-1M)")
     head: Literal["full", "sampled"] = field("full", "output head: full softmax over the catalog, or sampled softmax for large catalogs")
     num_negatives: int = field(1024, "sampled head: shared negatives per batch (besides in-batch ones)")
+    in_batch_negatives: int = field(-1, "sampled head: batch targets used as negatives: -1 = all (memory grows with "
+                                        "the square of the batch's targets), 0 = none, S = a random S of them")
     negatives: Literal["uniform", "popularity"] = field("uniform", "sampled head: proposal for the shared negatives (logQ-corrected)")
     temperature: float = field(1.0, "logits are divided by this temperature")
     time_buckets: int = field(64, "hstu: log-scaled buckets of the time gap for the relative time bias")

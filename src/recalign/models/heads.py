@@ -115,7 +115,11 @@ class SampledSoftmaxHead(TiedHead):
     Both are per-draw probabilities (not expected counts), so every sample weighs the same in the
     estimate of the partition function whatever the sizes of the two groups. Accidental hits (a
     non-diagonal candidate equal to the row's own target) are masked to -inf. Memory is
-    O(M * (M + num_negatives)) for the logits.
+    O(M * (M + num_negatives)) for the logits with every batch target as a negative
+    (`in_batch = -1`, the default): quadratic in the batch's targets, which dominates at long
+    sequences (benchmarks/bench_throughput.py). `in_batch = S >= 0` uses a random S of the M
+    batch targets as negatives instead (each row's own positive gets a column of its own), so
+    memory is O(M * (S + num_negatives)): linear in the batch.
 
     Args:
         num_negatives: shared negatives per batch (K).
@@ -140,8 +144,12 @@ class SampledSoftmaxHead(TiedHead):
         item_counts: np.ndarray | torch.Tensor | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        in_batch: int = -1,
     ):
         super().__init__(temperature)
+        if in_batch < -1:
+            raise ValueError(f"in_batch must be -1 (all), 0 (none) or a positive count; got {in_batch}")
+        self.in_batch = in_batch
         if proposal not in ("uniform", "popularity"):
             raise ValueError(f"unknown proposal {proposal!r}; valid: uniform, popularity")
         if num_negatives < 0:
@@ -207,15 +215,34 @@ class SampledSoftmaxHead(TiedHead):
         h, t, w = _gather_targets(hidden, targets, weights)  # [M, D], [M], [M]
         M = t.numel()
         neg = self.sample_negatives(n_items, item_weight.device) if negatives is None else negatives
-        cand = torch.cat([t, neg.to(t.device)])  # [M + K]
-        cand_w = F.embedding(cand, item_weight, sparse=True) if self.sparse_grad else item_weight[cand]
-        logits = (h @ cand_w.T).float() / self.temperature  # [M, M + K]
-        logits = logits - torch.cat([self._log_q_in_batch(t), self._log_q_proposal(neg, n_items)])
-        hit = cand[None, :] == t[:, None]  # [M, M + K]
-        rows = torch.arange(M, device=t.device)
-        hit[rows, rows] = False  # the positive itself
+        neg = neg.to(t.device)
+        if self.in_batch < 0:
+            in_batch = t  # every batch target (column i is row i's own positive)
+        else:  # a random subset: the positive of each row gets a column of its own in front
+            g = self.generator if self.generator is not None and self.generator.device == t.device else None
+            pick = torch.randperm(M, device=t.device, generator=g)[: self.in_batch]
+            in_batch = t[pick]
+        own = in_batch is not t
+        cand = torch.cat(([t] if own else []) + [in_batch, neg])  # [M (+ S) + K]
+        lookup = (lambda c: F.embedding(c, item_weight, sparse=True)) if self.sparse_grad else item_weight.__getitem__
+        if own:  # only the diagonal of the positives' block is needed: a row-wise dot product
+            pos = ((h * lookup(t)).sum(-1, keepdim=True)).float()
+            rest = (h @ lookup(cand[M:]).T).float()
+            logits = torch.cat([pos, rest], 1) / self.temperature  # [M, 1 + S + K]
+            log_q = torch.cat([self._log_q_in_batch(t)[:, None],
+                               torch.cat([self._log_q_in_batch(in_batch), self._log_q_proposal(neg, n_items)])
+                               .expand(M, -1)], 1)
+            logits = logits - log_q
+            hit = torch.cat([torch.zeros(M, 1, dtype=torch.bool, device=t.device), cand[None, M:] == t[:, None]], 1)
+            cols = torch.zeros(M, dtype=torch.long, device=t.device)
+        else:
+            logits = (h @ lookup(cand).T).float() / self.temperature  # [M, M + K]
+            logits = logits - torch.cat([self._log_q_in_batch(t), self._log_q_proposal(neg, n_items)])
+            hit = cand[None, :] == t[:, None]  # [M, M + K]
+            cols = torch.arange(M, device=t.device)
+            hit[cols, cols] = False  # the positive itself
         logits = logits.masked_fill(hit, float("-inf"))
-        nll = F.cross_entropy(logits, rows, reduction="none")  # [M]
+        nll = F.cross_entropy(logits, cols, reduction="none")  # [M]
         m = max(1, M)
         loss = (w * nll).sum() / m
         diag = {
@@ -223,7 +250,7 @@ class SampledSoftmaxHead(TiedHead):
             "n_targets": M,
             "weight_sum": w.detach().sum(),
             "accidental_hits": hit.sum(),
-            "accidental_hits_shared": hit[:, M:].sum(),
+            "accidental_hits_shared": hit[:, -neg.numel():].sum() if neg.numel() else hit.new_zeros(()).sum(),
         }
         return loss, diag
 
@@ -246,5 +273,6 @@ def make_head(cfg: ModelConfig, item_counts: np.ndarray | torch.Tensor | None = 
     if cfg.head == "full":
         return FullSoftmaxHead(cfg.temperature)
     if cfg.head == "sampled":
-        return SampledSoftmaxHead(cfg.num_negatives, cfg.negatives, item_counts, cfg.temperature)
+        return SampledSoftmaxHead(cfg.num_negatives, cfg.negatives, item_counts, cfg.temperature,
+                                  in_batch=cfg.in_batch_negatives)
     raise ValueError(f"unknown head {cfg.head!r}; valid: full, sampled")
