@@ -30,6 +30,17 @@ def user_queries(model: Recommender, seq: SequenceData, targets: Targets, idx: n
     return model.last_hidden(items.to(device), ts.to(device)).float()
 
 
+def queries_and_exclusions(model: Recommender, seq: SequenceData, targets: Targets, idx: np.ndarray,
+                           device: torch.device, mask_seen: bool) -> tuple[torch.Tensor, Any]:
+    """The query vectors of the targets `idx` and, with `mask_seen`, the seen items to exclude
+    from their ranking (`(indptr, items)`, else None)."""
+    q = user_queries(model, seq, targets, idx, device)
+    if not mask_seen:
+        return q, None
+    indptr, seen = seq.seen_items(targets, idx)
+    return q, (indptr.to(device), seen.to(device))
+
+
 @torch.no_grad()
 def evaluate_targets(model: Recommender, seq: SequenceData, targets: Targets, cfg: EvalConfig,
                      high_reward: float, simulator: Any = None, return_ranks: bool = False) -> dict[str, Any]:
@@ -48,11 +59,7 @@ def evaluate_targets(model: Recommender, seq: SequenceData, targets: Targets, cf
     first, end = distributed.shard_batches(n, cfg.batch_size)  # (0, n) for one process
     for lo in range(first, end, cfg.batch_size):
         idx = np.arange(lo, min(end, lo + cfg.batch_size))
-        q = user_queries(model, seq, targets, idx, device)
-        exclude = None
-        if cfg.mask_seen:
-            indptr, seen = seq.seen_items(targets, idx)
-            exclude = (indptr.to(device), seen.to(device))
+        q, exclude = queries_and_exclusions(model, seq, targets, idx, device, cfg.mask_seen)
         tgt, _ = seq.target_tokens(targets, idx)
         ranks.append(target_ranks(q, weight, tgt.to(device), exclude=exclude, item_chunk=cfg.item_chunk,
                                   temperature=model.cfg.temperature).cpu())

@@ -34,7 +34,7 @@ import torch
 from recalign.config import EvalConfig, RunConfig
 from recalign.data.sequences import SequenceData
 from recalign.data.split import Split, Targets
-from recalign.eval.evaluate import user_queries
+from recalign.eval.evaluate import queries_and_exclusions
 from recalign.eval.metrics import topk_items
 from recalign.models.recommender import Recommender
 from recalign.models.reward_model import RewardModel, RewardObjective, is_binary
@@ -97,11 +97,7 @@ def judge_topk(judges: list[RewardModel], model: Recommender, seq: SequenceData,
     n = len(targets)
     for lo in range(0, n, cfg.batch_size):
         idx = np.arange(lo, min(n, lo + cfg.batch_size))
-        q = user_queries(model, seq, targets, idx, device)
-        exclude = None
-        if cfg.mask_seen:
-            indptr, seen = seq.seen_items(targets, idx)
-            exclude = (indptr.to(device), seen.to(device))
+        q, exclude = queries_and_exclusions(model, seq, targets, idx, device, cfg.mask_seen)
         _, tokens = topk_items(q, weight, k, exclude=exclude, item_chunk=cfg.item_chunk)
         items, ts = seq.context_batch(targets, idx)
         for j, judge in enumerate(judges):
