@@ -223,7 +223,7 @@ def claims(results: dict[str, Any]) -> list[str]:
                          f"{d_rm:+.3f}, its true value by {d_true:+.3f} (mean of {len(runs)} seed(s)) → {hacked}.")
     for ds, r in sim.items():
         pts = r["series"]["exp_sft"]
-        row = "; ".join(f"λ={p['value']}: {fmt(p.get('true_value', {}).get('mean'))}, ESS {fmt(p.get('ess'), 2)}"
+        row = "; ".join(f"λ={p['value']}: {fmt(p.get('true_value', {}).get('mean'))}, ESS {p.get('ess', float('nan')):.2g}"
                         for p in pts)
         lines.append(f"**Claim 3** ({ds}): the λ curve (true value, ESS): {row}.")
     for ds, r in results["datasets"].items():
