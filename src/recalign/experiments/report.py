@@ -43,27 +43,37 @@ def _as_float(values: list[str]) -> list[float] | None:
 
 def plot_sweep(summary: dict[str, Any], path: str | Path, title: str = "") -> Path:
     """The metric against the swept value, one line per method with its 95% band; fixed methods
-    as horizontal lines; an ESS panel beside it when a series has weights (exp_sft)."""
+    as horizontal lines; an ESS panel beside it when a series has weights (exp_sft). Where every
+    point has a paired delta against the baseline, the delta is drawn (its interval is what a
+    comparison needs: seeds that are different worlds widen the raw values' intervals)."""
     plt = _plt()
-    metric, values = summary["metric"], summary["values"]
+    metric, values, base = summary["metric"], summary["values"], summary.get("baseline", "sft")
     xs = _as_float(values)
     x = xs if xs is not None else list(range(len(values)))
     with_ess = any("ess" in p for s in summary["series"].values() for p in s)
+    shown = {n: pts for n, pts in summary["series"].items() if n != base}
+    relative = bool(shown) and all(metric in p.get("delta", {}) for pts in shown.values() for p in pts)
+
+    def stat(point: dict[str, Any]) -> dict[str, float] | None:
+        return point.get("delta", {}).get(metric) if relative else point.get(metric)
+
     fig, axes = plt.subplots(1, 2 if with_ess else 1, figsize=(11 if with_ess else 6.5, 4.2), squeeze=False)
     ax = axes[0][0]
-    for i, (name, pts) in enumerate(summary["series"].items()):
-        ok = [j for j, p in enumerate(pts) if metric in p]
+    for i, (name, pts) in enumerate((shown if relative else summary["series"]).items()):
+        ok = [j for j, p in enumerate(pts) if stat(p) is not None]
         if not ok:
             continue
-        mean = [pts[j][metric]["mean"] for j in ok]
-        ax.plot([x[j] for j in ok], mean, "o-", color=_color(name, i), label=name)
-        lo = [pts[j][metric]["lo"] for j in ok]
-        hi = [pts[j][metric]["hi"] for j in ok]
+        ax.plot([x[j] for j in ok], [stat(pts[j])["mean"] for j in ok], "o-", color=_color(name, i), label=name)
+        lo = [stat(pts[j])["lo"] for j in ok]
+        hi = [stat(pts[j])["hi"] for j in ok]
         if not any(math.isnan(v) for v in lo + hi):
             ax.fill_between([x[j] for j in ok], lo, hi, color=_color(name, i), alpha=0.15)
     for i, (name, s) in enumerate(summary.get("fixed", {}).items()):
-        if metric in s:
-            ax.axhline(s[metric]["mean"], ls="--", lw=1, color=_color(name, i + 5), label=f"{name} (fixed)")
+        v = stat(s) if name != base or not relative else {"mean": 0.0}
+        if v is not None:
+            ax.axhline(v["mean"], ls="--", lw=1, color=_color(name, i + 5), label=f"{name} (fixed)")
+    if relative and not summary.get("fixed"):
+        ax.axhline(0.0, ls="--", lw=1, color=_color(base, 0), label=base)
     log_x = xs is not None and min(xs) > 0 and max(xs) / min(xs) >= 10
     for a in axes[0]:
         if log_x:
@@ -72,7 +82,7 @@ def plot_sweep(summary: dict[str, Any], path: str | Path, title: str = "") -> Pa
         a.set_xticks(x, values)
         a.set_xlabel(summary["param"])
         a.grid(alpha=0.3)
-    ax.set_ylabel(METRIC_NAMES.get(metric, metric))
+    ax.set_ylabel(("Δ vs " + base + ": " if relative else "") + METRIC_NAMES.get(metric, metric))
     ax.legend(fontsize=8)
     ax.set_title(title or f"{METRIC_NAMES.get(metric, metric)} vs {summary['param']} "
                  f"({summary['seeds']} seed(s), 95% bands)", fontsize=10)
@@ -83,7 +93,8 @@ def plot_sweep(summary: dict[str, Any], path: str | Path, title: str = "") -> Pa
             if ok:
                 ea.plot([x[j] for j in ok], [pts[j]["ess"] for j in ok], "s-", color=_color(name, i), label=name)
         ea.set_ylabel("ESS of the training weights, (Σw)²/(n·Σw²)")
-        ea.set_ylim(0, 1.05)
+        ea.set_yscale("log")  # λ spans orders of magnitude of ESS (1e-4 with heavy-tailed rewards)
+        ea.set_ylim(top=1.5)
         ea.legend(fontsize=8)
         ea.set_title("effective sample size", fontsize=10)
     fig.tight_layout()
