@@ -111,11 +111,15 @@ def read_trace(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_traces(traces: dict[str, list[list[dict[str, Any]]]], path: str | Path, title: str = "") -> Path | None:
-    """Reward hacking: along post-training, the reward model's score of the policy's top-10
-    (left) and its true value (right; NDCG@10 on real data); one line per series, the mean over
-    seeds (thin lines: each seed)."""
-    traces = {k: [t for t in v if t] for k, v in traces.items()}
-    traces = {k: v for k, v in traces.items() if v}
+    """Reward hacking: along post-training, the change since step 0 of the reward model's score of
+    the policy's top-10 (left) and of its true value (right; NDCG@10 on real data); one line per
+    series, the mean over seeds (thin lines: each seed). Identical series are drawn once."""
+    kept: dict[str, list[list[dict[str, Any]]]] = {}
+    for k, v in traces.items():  # skip empty series and exact repeats (the same runs under two names)
+        v = [t for t in v if t]
+        if v and v not in kept.values():
+            kept[k] = v
+    traces = kept
     if not traces:
         return None
     plt = _plt()
@@ -127,14 +131,16 @@ def plot_traces(traces: dict[str, list[list[dict[str, Any]]]], path: str | Path,
             series = [[r.get(key) for r in t] for t in runs]
             if any(v is None for s in series for v in s):
                 continue
+            series = [[v - s[0] for v in s] for s in series]  # the change since step 0: comparable across runs
             n = min(len(s) for s in series)
             steps = [r["step"] for r in runs[0][:n]]
             for t, s in zip(runs, series):
                 ax.plot([r["step"] for r in t], s, color=c, alpha=0.25, lw=0.8)
             ax.plot(steps, np.mean([s[:n] for s in series], axis=0), "o-", color=c, ms=3, label=name)
-    a1.set_ylabel("reward model's predicted reward of the top-10")
-    a2.set_ylabel(METRIC_NAMES.get(right, right))
+    a1.set_ylabel("change in the reward model's score of the top-10")
+    a2.set_ylabel("change in the " + METRIC_NAMES.get(right, right))
     for ax in (a1, a2):
+        ax.axhline(0.0, color="black", lw=0.6)
         ax.set_xlabel("post-training step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
