@@ -110,16 +110,22 @@ def read_trace(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
+def unique_traces(traces: dict[str, list[list[dict[str, Any]]]]) -> dict[str, list[list[dict[str, Any]]]]:
+    """The series with at least one non-empty trace, each set of runs once (the same runs may be
+    recorded under two names, e.g. a main run and the noise sweep's point at the same scale)."""
+    kept: dict[str, list[list[dict[str, Any]]]] = {}
+    for k, v in traces.items():
+        v = [t for t in v if t]
+        if v and v not in kept.values():
+            kept[k] = v
+    return kept
+
+
 def plot_traces(traces: dict[str, list[list[dict[str, Any]]]], path: str | Path, title: str = "") -> Path | None:
     """Reward hacking: along post-training, the change since step 0 of the reward model's score of
     the policy's top-10 (left) and of its true value (right; NDCG@10 on real data); one line per
     series, the mean over seeds (thin lines: each seed). Identical series are drawn once."""
-    kept: dict[str, list[list[dict[str, Any]]]] = {}
-    for k, v in traces.items():  # skip empty series and exact repeats (the same runs under two names)
-        v = [t for t in v if t]
-        if v and v not in kept.values():
-            kept[k] = v
-    traces = kept
+    traces = unique_traces(traces)
     if not traces:
         return None
     plt = _plt()

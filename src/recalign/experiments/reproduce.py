@@ -212,7 +212,7 @@ def claims(results: dict[str, Any]) -> list[str]:
         at_max = ", ".join(f"`{m}` {fmt(v)}" for m, v in sorted(last.items(), key=lambda kv: -(kv[1] or 0)))
         lines.append(f"**Claim 2** ({ds}, noise scale {scales[0]} → {scales[-1]}): change in true value "
                      f"{order} → {verdict}. True value at scale {scales[-1]}: {at_max}.")
-    for name, runs in results.get("traces", {}).items():
+    for name, runs in report.unique_traces(results.get("traces", {})).items():
         runs = [t for t in runs if len(t) >= 2 and "true_value" in t[0] and "rm_value" in t[0]]
         if runs:
             d_rm = np.mean([t[-1]["rm_value"] - t[0]["rm_value"] for t in runs])

@@ -71,10 +71,16 @@ class JudgeCache:
             return None
         key = fingerprint(data.inter)
         if key not in self.cache:
-            self.log(f"training {self.k} held-out judge reward models on every interaction of {cfg.data.name}")
+            self.log(f"judge ensemble: {self.k} reward models on every interaction of {cfg.data.name} "
+                     "(trained now, or loaded where a folder finished before)")
             jcfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, judges=self.k))
             self.cache[key] = train_judges(jcfg, data, self.root / f"judges-{key}")
         return self.cache[key]
+
+
+def shares_pretraining(param: str) -> bool:
+    """A `posttrain.*` field changes only post-training: one π0 and reward model serve every value."""
+    return param.startswith("posttrain.")
 
 
 def check_sweep(cfg: RunConfig, param: str, values: list[str]) -> None:
@@ -93,7 +99,7 @@ def sweep_seed(cfg: RunConfig, param: str, values: list[str], methods: list[str]
     out = Path(out)
     scfg = seeded(cfg, seed)
     judge_cache = judge_cache or JudgeCache(out, 0, log)
-    if param.startswith("posttrain."):
+    if shares_pretraining(param):
         data = prepare(scfg)
         variants: dict[str, Variant] = {m: (m, trace_settings(m, scfg, trace)) for m in fixed}
         for m in methods:
@@ -119,7 +125,7 @@ def fixed_methods(fixed: list[str] | None, baseline: str) -> list[str]:
 
 def finish_sweep(per_seed: list[dict[str, Any]], cfg: RunConfig, param: str, values: list[str],
                  methods: list[str], fixed: list[str], baseline: str, trace: tuple[str, ...]) -> dict[str, Any]:
-    shared = param.startswith("posttrain.")
+    shared = shares_pretraining(param)
     return {"summary": summarise_sweep(per_seed, param, values, methods, fixed, baseline, shared,
                                        primary_metric(cfg)),
             "per_seed": per_seed, "traces": collect_traces(per_seed, param, values, trace, shared)}
