@@ -262,7 +262,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     md = ["# recalign reproduce", "",
           f"Datasets {', '.join(results['datasets'])}; {results['seeds']} seed(s) (each seed: new data on the simulator, "
           f"new π0, reward model and post-training); git {results['git_revision']}; "
-          f"{results['seconds'].get('total (wall)', 0) / 60:.1f} min in all"
+          f"{results['seconds'].get('total (wall)', 0) / 60:.1f} min of wall-clock in this invocation"
           + (" (quick settings: a smoke test, not evidence)" if results["quick"] else "") + ".",
           "Intervals: 95%; a value is the mean over seeds (t interval); Δ is the paired bootstrap over (seed, user) "
           "pairs against `sft`, with the number of seeds whose mean difference is positive.", "",
