@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 
+from recalign.errors import InputError
 from recalign.models.build import build_backbone
 from recalign.models.config import ModelConfig
 from recalign.models.heads import FullSoftmaxHead
@@ -121,6 +122,20 @@ def test_gap_buckets():
     assert torch.all(b.diff() >= 0) and b[-1] == 7 and b.max() <= 7
     all_pairs = gap_buckets(ts, 8)
     assert torch.equal(all_pairs, all_pairs.transpose(1, 2))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("std", [0.02, 0.5])
+def test_item_table_initialised_with_init_std(name, std):
+    torch.manual_seed(0)
+    m = build_backbone(ModelConfig(name=name, dim=64, init_std=std), 5000)
+    w = m.item_emb.weight[1:]
+    assert abs(w.std().item() - std) < 0.05 * std and abs(w.mean().item()) < 0.05 * std
+
+
+def test_init_std_must_be_positive():
+    with pytest.raises(InputError, match="init_std"):
+        ModelConfig(init_std=0.0)
 
 
 @pytest.mark.parametrize("name", NAMES)

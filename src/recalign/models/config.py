@@ -18,6 +18,9 @@ class ModelConfig:
     max_len: int = field(50, "longest history the model sees; longer histories keep their most recent items")
     ffn_mult: int = field(1, "sasrec: feed-forward inner size = ffn_mult × dim (paper: 1; RecBole: 4)")
     dropout: float = field(0.2, "dropout on embeddings and inside blocks (SASRec paper: 0.2 on ML-1M)")
+    init_std: float = field(0.02, "std of the normal initialisation of the item (and sasrec position) embeddings; "
+                                  "the item table is also the tied output, so this sets how fast its logits move "
+                                  "under Adam (benchmarks/README.md: 0.02 against dim**-0.5)")
     head: Literal["full", "sampled"] = field("full", "output head: full softmax over the catalog, or sampled softmax for large catalogs")
     num_negatives: int = field(1024, "sampled head: shared negatives per batch (besides in-batch ones)")
     in_batch_negatives: int = field(-1, "sampled head: batch targets used as negatives: -1 = all (memory grows with "
@@ -29,5 +32,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.heads <= 0 or self.dim % self.heads:
             raise InputError(f"model.dim ({self.dim}) must be a positive multiple of model.heads ({self.heads})")
+        if not self.init_std > 0:
+            raise InputError(f"model.init_std must be positive; got {self.init_std}")
         if self.layers < 1 or self.max_len < 1:
             raise InputError("model.layers and model.max_len must be at least 1")

@@ -23,8 +23,9 @@ Choices (this is the plain PyTorch reference; a fused kernel must match it):
   timestamp, not the target's, so nothing about the item being predicted leaks in). Buckets:
   0 for gaps under one second, then `1 + floor(log(gap) / log(MAX_GAP) * (time_buckets - 2))`,
   capped at `time_buckets - 1`, i.e. log-uniform from one second to MAX_GAP (about ten years).
-- Input: item embeddings scaled by sqrt(D) and dropout; no absolute positional embedding (order
-  enters through rab). Output: a final LayerNorm.
+- Input: item embeddings, initialised N(0, `init_std`²) (default 0.02, like the reference code's
+  truncated normal; sasrec.py says why small), scaled by sqrt(D), and dropout; no absolute
+  positional embedding (order enters through rab). Output: a final LayerNorm.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class HSTU(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(HSTULayer(cfg) for _ in range(cfg.layers))
         self.ln_out = nn.LayerNorm(cfg.dim)
-        nn.init.normal_(self.item_emb.weight, std=cfg.dim**-0.5)
+        nn.init.normal_(self.item_emb.weight, std=cfg.init_std)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
