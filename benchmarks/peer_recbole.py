@@ -135,9 +135,9 @@ def recalign_command(args: argparse.Namespace) -> list[str]:
     return [str(exe)]
 
 
-def run_recalign(args: argparse.Namespace, run_dir: Path) -> dict:
+def run_recalign(args: argparse.Namespace, run_dir: Path, seed: int) -> dict:
     sets = dict(PROTOCOL_SET)
-    sets["train.seed"] = str(args.seed)
+    sets["train.seed"] = str(seed)
     sets["train.num_threads"] = str(args.threads)
     overridden = {}
     for kv in args.recalign_set:
@@ -164,7 +164,7 @@ def run_recalign(args: argparse.Namespace, run_dir: Path) -> dict:
     res = {
         "peer": "recalign",
         "run_dir": str(run_dir),
-        "seed": args.seed,
+        "seed": seed,
         "set": sets,
         "protocol_overrides": overridden,
         "epochs_run": summary["epochs_run"],
@@ -225,6 +225,51 @@ def fmt(v: float | None, spec: str = ".4f") -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    return m, (sum((v - m) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
+
+
+def seed_summary(runs: list[dict], rb: dict) -> dict:
+    """recalign's figures over several seeds against one RecBole run (mean, sample std, per seed)."""
+    per_seed = [{"seed": r["seed"], "test_ndcg@10": r["test"]["ndcg@10"], "test_hr@10": r["test"]["hr@10"],
+                 "test_mrr@10": r["test_mrr@10"], "best_valid_ndcg@10": r["best_valid_ndcg@10"],
+                 "best_epoch": r["best_epoch"], "epochs_run": r["epochs_run"], "seconds_to_best": r["seconds_to_best"],
+                 "seconds_to_reach_recbole_best": r["seconds_to_reach_recbole_best"],
+                 "total_seconds": r["total_seconds"], "seconds_per_epoch": r["seconds_per_epoch"]} for r in runs]
+    out: dict = {"seeds": [r["seed"] for r in runs], "per_seed": per_seed}
+    for key in ("test_ndcg@10", "test_hr@10", "test_mrr@10", "best_valid_ndcg@10", "seconds_per_epoch"):
+        vals = [p[key] for p in per_seed if p[key] is not None]
+        out[key] = mean_std(vals) if vals else None
+    reached = [p["seconds_to_reach_recbole_best"] for p in per_seed if p["seconds_to_reach_recbole_best"] is not None]
+    out["seeds_reaching_recbole_best"] = len(reached)
+    out["seeds_reaching_it_within_a_tenth"] = sum(t <= 0.1 * rb["seconds_to_best"] for t in reached)
+    out["seeds_with_test_ndcg@10_at_least_recbole"] = sum(
+        p["test_ndcg@10"] >= rb["test"]["ndcg@10"] for p in per_seed)
+    return out
+
+
+def seed_lines(summ: dict, rb: dict) -> list[str]:
+    n = len(summ["seeds"])
+    lines = [f"recalign over {n} seeds ({', '.join(map(str, summ['seeds']))}) against RecBole's one run:",
+             f"{'seed':>6s} {'test NDCG@10':>13s} {'test HR@10':>11s} {'best valid':>11s} {'best ep':>8s} "
+             f"{'s to own best':>14s} {'s to RecBole best':>18s}"]
+    for p in summ["per_seed"]:
+        lines.append(f"{p['seed']:>6d} {p['test_ndcg@10']:>13.4f} {p['test_hr@10']:>11.4f} "
+                     f"{p['best_valid_ndcg@10']:>11.4f} {p['best_epoch']:>8d} {fmt(p['seconds_to_best'], '.1f'):>14s} "
+                     f"{fmt(p['seconds_to_reach_recbole_best'], '.1f'):>18s}")
+    for key, name, ref in (("test_ndcg@10", "test NDCG@10", rb["test"].get("ndcg@10")),
+                           ("test_hr@10", "test HR@10", rb["test"].get("hit@10")),
+                           ("best_valid_ndcg@10", "best valid NDCG@10", rb["best_valid_ndcg@10"])):
+        if summ[key]:
+            m, sd = summ[key]
+            lines.append(f"mean ± std {name}: {m:.4f} ± {sd:.4f} (RecBole {fmt(ref)})")
+    lines.append(f"seeds with test NDCG@10 >= RecBole's: {summ['seeds_with_test_ndcg@10_at_least_recbole']}/{n}; "
+                 f"seeds reaching RecBole's best valid: {summ['seeds_reaching_recbole_best']}/{n}, within a tenth "
+                 f"of its time ({0.1 * rb['seconds_to_best']:.1f} s): {summ['seeds_reaching_it_within_a_tenth']}/{n}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=2020, help="seed of both sides (RecBole's `seed`, recalign's train.seed)")
@@ -232,6 +277,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--skip-recbole", action="store_true", help="reuse the RecBole JSON of a previous run (--recbole-json)")
     ap.add_argument("--recbole-json", type=Path, default=None,
                     help="RecBole result file (default benchmarks/_work/recbole_seed<S>.json)")
+    ap.add_argument("--recalign-seeds", type=int, nargs="+", default=[], metavar="S",
+                    help="further recalign seeds run against the same RecBole result (one RecBole epoch costs "
+                         "~30 recalign ones): their mean ± std and per-seed figures are printed below the table")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads on both sides")
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data",
                     help="folder holding ml-100k for recalign (default ../shared/data)")
@@ -256,13 +304,17 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         rb = run_recbole(args, recbole_json)
     load_mid = os.getloadavg()
-    ra = run_recalign(args, WORK / "runs" / f"recalign-seed{args.seed}-{stamp}")
-    load_end = os.getloadavg()
-
     target = rb["best_valid_ndcg@10"]
-    reach_s, reach_epoch = first_reach(ra["epochs"], "valid/ndcg@10", target, "seconds")
-    ra["seconds_to_reach_recbole_best"] = reach_s
-    ra["epoch_reaching_recbole_best"] = reach_epoch
+    seeds = [args.seed] + [s for s in args.recalign_seeds if s != args.seed]
+    runs = []
+    for seed in seeds:
+        run = run_recalign(args, WORK / "runs" / f"recalign-seed{seed}-{stamp}", seed)
+        run["seconds_to_reach_recbole_best"], run["epoch_reaching_recbole_best"] = first_reach(
+            run["epochs"], "valid/ndcg@10", target, "seconds")
+        runs.append(run)
+    load_end = os.getloadavg()
+    ra = runs[0]
+    reach_s, reach_epoch = ra["seconds_to_reach_recbole_best"], ra["epoch_reaching_recbole_best"]
 
     rows = [
         ("test HR@10", rb["test"].get("hit@10"), ra["test"].get("hr@10"), ".4f"),
@@ -312,7 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "peer_recbole", "dataset": "ml-100k", "seed": args.seed, "threads": args.threads,
         "loadavg_start": load_start, "loadavg_after_recbole": load_mid, "loadavg_end": load_end,
         "cpus": os.cpu_count(), "when": stamp,
-        "recbole": rb, "recalign": ra,
+        "recbole": rb, "recalign": ra, "recalign_seeds": seed_summary(runs, rb) if len(runs) > 1 else None,
         "ratios_recalign_over_recbole": {
             "test_ndcg@10": ratio(ra["test"].get("ndcg@10"), rb["test"].get("ndcg@10")),
             "test_hr@10": ratio(ra["test"].get("hr@10"), rb["test"].get("hr@10")),
@@ -328,6 +380,9 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "table": table, "notes": notes,
     }
+    if len(runs) > 1:
+        result["targets"]["mean_test_ndcg@10_over_seeds_at_least_recbole"] = (
+            result["recalign_seeds"]["test_ndcg@10"][0] >= (rb["test"].get("ndcg@10") or 0))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=str))
 
@@ -342,6 +397,8 @@ def main(argv: list[str] | None = None) -> dict:
     say(f"load average (1/5/15 min) at start {load_start[0]:.2f}/{load_start[1]:.2f}/{load_start[2]:.2f}, "
         f"after RecBole {load_mid[0]:.2f}/{load_mid[1]:.2f}/{load_mid[2]:.2f}, "
         f"at end {load_end[0]:.2f}/{load_end[1]:.2f}/{load_end[2]:.2f} on {os.cpu_count()} CPUs")
+    if len(runs) > 1:
+        say("\n" + "\n".join(seed_lines(result["recalign_seeds"], rb)))
     say("notes:\n" + "\n".join(f"- {n}" for n in notes))
     say(f"result: {args.out}")
     if args.json:
