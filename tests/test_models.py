@@ -133,6 +133,14 @@ def test_item_table_initialised_with_init_std(name, std):
     assert abs(w.std().item() - std) < 0.05 * std and abs(w.mean().item()) < 0.05 * std
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_scale_emb_scales_the_input_only(name):
+    items = torch.randint(1, N_ITEMS + 1, (2, 8))
+    on, off = model(name, scale_emb=True), model(name, scale_emb=False)
+    assert all(torch.equal(a, b) for a, b in zip(on.state_dict().values(), off.state_dict().values()))
+    assert not torch.allclose(on(items), off(items))
+
+
 def test_init_std_must_be_positive():
     with pytest.raises(InputError, match="init_std"):
         ModelConfig(init_std=0.0)

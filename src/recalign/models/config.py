@@ -21,6 +21,9 @@ class ModelConfig:
     init_std: float = field(0.02, "std of the normal initialisation of the item (and sasrec position) embeddings; "
                                   "the item table is also the tied output, so this sets how fast its logits move "
                                   "under Adam (benchmarks/README.md: 0.02 against dim**-0.5)")
+    scale_emb: bool = field(True, "multiply item embeddings by sqrt(dim) at the input (off = RecBole's SASRec: "
+                                  "better on ml-100k with seen items left in the ranking, far worse on "
+                                  "ml-latest-small; benchmarks/README.md)")
     head: Literal["full", "sampled"] = field("full", "output head: full softmax over the catalog, or sampled softmax for large catalogs")
     num_negatives: int = field(1024, "sampled head: shared negatives per batch (besides in-batch ones)")
     in_batch_negatives: int = field(-1, "sampled head: batch targets used as negatives: -1 = all (memory grows with "

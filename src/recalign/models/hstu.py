@@ -131,6 +131,7 @@ class HSTU(nn.Module):
         self.layers = nn.ModuleList(HSTULayer(cfg) for _ in range(cfg.layers))
         self.ln_out = nn.LayerNorm(cfg.dim)
         nn.init.normal_(self.item_emb.weight, std=cfg.init_std)
+        self.emb_scale = math.sqrt(cfg.dim) if cfg.scale_emb else 1.0
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
@@ -153,7 +154,7 @@ class HSTU(nn.Module):
         distance = (idx[:, None] - idx[None, :]).clamp(min=0)  # [L, L]
         mask = ((idx[:, None] >= idx[None, :]) & valid[:, None, :])[:, None]  # [B, 1, L, L]
         buckets = None if timestamps is None else gap_buckets(timestamps, self.cfg.time_buckets)
-        x = self.drop(self.item_emb(items) * math.sqrt(self.cfg.dim)) * valid.unsqueeze(-1)
+        x = self.drop(self.item_emb(items) * self.emb_scale) * valid.unsqueeze(-1)
         for layer in self.layers:
             x = layer(x, mask, distance, buckets) * valid.unsqueeze(-1)
         return self.ln_out(x)

@@ -18,7 +18,10 @@ Choices (the paper's where it states one):
   25-30 epochs for the validation NDCG@10 this reaches in ~10. The sqrt(D) scaling keeps each
   item's identity larger than its position at the input; without it SASRec learned far more
   slowly on ml-latest-small (9.7k items, most rarely seen): validation NDCG@10 0.041 against 0.063
-  after 12 epochs (benchmarks/README.md, "Initialisation"). Positions are right-aligned: the
+  after 12 epochs. `scale_emb = false` drops it (RecBole's SASRec): on ml-100k with seen items
+  left in the ranking (RecBole's protocol) that ranked better (benchmarks/README.md,
+  "Initialisation"), probably because a scaled input keeps each state close to the embedding of
+  the item just seen, which the tied output then ranks high. Positions are right-aligned: the
   most recent item (position L-1 of the left-padded input) always gets index `max_len - 1`, so a
   history's states do not depend on how much padding precedes it.
 - Attention: `scaled_dot_product_attention` with a boolean mask `causal AND (key is an item OR
@@ -128,6 +131,7 @@ class SASRec(nn.Module):
         self.ln_out = nn.LayerNorm(cfg.dim)
         nn.init.normal_(self.item_emb.weight, std=cfg.init_std)
         nn.init.normal_(self.pos_emb.weight, std=cfg.init_std)
+        self.emb_scale = math.sqrt(cfg.dim) if cfg.scale_emb else 1.0
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
@@ -147,7 +151,7 @@ class SASRec(nn.Module):
             raise ValueError(f"sequence length {L} exceeds model.max_len={self.cfg.max_len}")
         valid = (items > 0).unsqueeze(-1)  # [B, L, 1]
         pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=items.device)  # [L]
-        x = self.item_emb(items) * math.sqrt(self.cfg.dim) + self.pos_emb(pos)  # [B, L, D]
+        x = self.item_emb(items) * self.emb_scale + self.pos_emb(pos)  # [B, L, D]
         x = self.drop(x) * valid
         mask = attention_mask(items)  # [B, 1, L, L]
         for block in self.blocks:
