@@ -11,17 +11,13 @@ Choices (the paper's where it states one):
 - Point-wise feed-forward as in the paper: `ReLU(x W1 + b1) W2 + b2` with inner size
   `ffn_mult * D` (the paper: 1; RecBole's SASRec: 4).
 - Initialisation and input: item and position embeddings N(0, `init_std`²), default 0.02 (as
-  BERT and RecBole); item embeddings scaled by sqrt(D) at the input (as in Transformer token
-  embeddings and the SASRec and HSTU reference code), plus the positional embedding. The item
-  table is also the output layer, and Adam moves a parameter by about `lr` per step whatever its
-  scale, so a small table moves its logits fast: on ml-100k the earlier N(0, 1/D) table needed
-  25-30 epochs for the validation NDCG@10 this reaches in ~10. The sqrt(D) scaling keeps each
-  item's identity larger than its position at the input; without it SASRec learned far more
-  slowly on ml-latest-small (9.7k items, most rarely seen): validation NDCG@10 0.041 against 0.063
-  after 12 epochs. `scale_emb = false` drops it (RecBole's SASRec): on ml-100k with seen items
-  left in the ranking (RecBole's protocol) that ranked better (benchmarks/README.md,
-  "Initialisation"), probably because a scaled input keeps each state close to the embedding of
-  the item just seen, which the tied output then ranks high. Positions are right-aligned: the
+  BERT and RecBole), item embeddings scaled by sqrt(D) at the input (`scale_emb`, as the HSTU
+  reference code) plus the positional embedding. The item table is also the output layer, and
+  Adam moves a parameter by about `lr` per step whatever its scale, so a small table moves its
+  logits fast; the earlier N(0, 1/D) table learned several times more slowly. Without the sqrt(D)
+  scaling SASRec learned far more slowly on ml-latest-small (9.7k items, most rarely seen), but
+  ranked better on ml-100k with seen items left in the ranking (RecBole's protocol); why is open.
+  Measurements: benchmarks/README.md, "Initialisation". Positions are right-aligned: the
   most recent item (position L-1 of the left-padded input) always gets index `max_len - 1`, so a
   history's states do not depend on how much padding precedes it.
 - Attention: `scaled_dot_product_attention` with a boolean mask `causal AND (key is an item OR
