@@ -24,8 +24,8 @@ Choices (this is the plain PyTorch reference; a fused kernel must match it):
   0 for gaps under one second, then `1 + floor(log(gap) / log(MAX_GAP) * (time_buckets - 2))`,
   capped at `time_buckets - 1`, i.e. log-uniform from one second to MAX_GAP (about ten years).
 - Input: item embeddings, initialised N(0, `init_std`²) (default 0.02, like the reference code's
-  truncated normal; sasrec.py says why small), scaled by sqrt(D), and dropout; no absolute
-  positional embedding (order enters through rab). Output: a final LayerNorm.
+  truncated normal; sasrec.py says why small), scaled by sqrt(D) (`scale_emb`), and dropout; no
+  absolute positional embedding (order enters through rab). Output: a final LayerNorm.
 """
 
 from __future__ import annotations
