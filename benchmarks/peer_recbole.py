@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="RecBole result file (default benchmarks/_work/recbole_seed<S>.json)")
     ap.add_argument("--recalign-seeds", type=int, nargs="+", default=[], metavar="S",
                     help="further recalign seeds run against the same RecBole result (one RecBole epoch costs "
-                         "~30 recalign ones): their mean ± std and per-seed figures are printed below the table")
+                         "~45 recalign ones): their mean ± std and per-seed figures are printed below the table")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads on both sides")
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data",
                     help="folder holding ml-100k for recalign (default ../shared/data)")
