@@ -129,6 +129,7 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
     for cfg in cfgs.values():
         check_sweep(cfg, "posttrain.lam", list(lams))
     out.mkdir(parents=True, exist_ok=True)
+    revision = _git_revision()  # now: the tree may change while the parts run
     t_start = time.perf_counter()
     real = [ds for ds, c in cfgs.items() if c.data.name != "sim"]
     judge_seconds = _pool_map(_judges_job, [(ds, cfgs[ds], out) for ds in real], jobs) if judges else []
@@ -141,7 +142,7 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
     done = _pool_map(_seed_job, args, jobs)
     results: dict[str, Any] = {"datasets": {}, "noise": {}, "seeds": seeds, "methods": list(methods),
                                "lams": list(lams), "noise_scales": list(noise_scales), "quick": quick,
-                               "overrides": list(overrides or []), "git_revision": _git_revision(), "jobs": jobs,
+                               "overrides": list(overrides or []), "git_revision": revision, "jobs": jobs,
                                "seconds": {f"{ds} judges": t for ds, t in zip(real, judge_seconds)}, "traces": {}}
     for kind, ds in sorted(parts, key=lambda p: (datasets.index(p[1]), p[0])):  # the order asked for
         mine = sorted((d for d in done if d["kind"] == kind and d["dataset"] == ds), key=lambda d: d["seed"])
