@@ -44,6 +44,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -225,11 +226,6 @@ def fmt(v: float | None, spec: str = ".4f") -> str:
     return "n/a" if v is None else format(v, spec)
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    return m, (sum((v - m) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
-
-
 def seed_summary(runs: list[dict], rb: dict) -> dict:
     """recalign's figures over several seeds against one RecBole run (mean, sample std, per seed)."""
     per_seed = [{"seed": r["seed"], "test_ndcg@10": r["test"]["ndcg@10"], "test_hr@10": r["test"]["hr@10"],
@@ -240,7 +236,7 @@ def seed_summary(runs: list[dict], rb: dict) -> dict:
     out: dict = {"seeds": [r["seed"] for r in runs], "per_seed": per_seed}
     for key in ("test_ndcg@10", "test_hr@10", "test_mrr@10", "best_valid_ndcg@10", "seconds_per_epoch"):
         vals = [p[key] for p in per_seed if p[key] is not None]
-        out[key] = mean_std(vals) if vals else None
+        out[key] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0) if vals else None
     reached = [p["seconds_to_reach_recbole_best"] for p in per_seed if p["seconds_to_reach_recbole_best"] is not None]
     out["seeds_reaching_recbole_best"] = len(reached)
     out["seeds_reaching_it_within_a_tenth"] = sum(t <= 0.1 * rb["seconds_to_best"] for t in reached)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from recalign.experiments.summary import fmt_interval
+from recalign.experiments.summary import fmt_ess, fmt_interval
 
 METRIC_NAMES = {"true_value": "true value of the top-10 (oracle)", "ndcg@10": "NDCG@10",
                 "high/ndcg@10": "NDCG@10 on high-reward targets", "judge_value": "judge ensemble's reward of the top-10"}
@@ -213,6 +213,6 @@ def sweep_markdown(summary: dict[str, Any], digits: int = 4) -> str:
             p = summary["series"][n][j]
             cells.append(fmt_interval(p.get(metric), digits))
             if has_ess[n]:
-                cells.append("—" if p.get("ess") is None else f"{p['ess']:.2g}")
+                cells.append(fmt_ess(p.get("ess")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ from recalign.config import RunConfig
 from recalign.errors import InputError
 from recalign.experiments import report
 from recalign.experiments.presets import preset_config
-from recalign.experiments.summary import fmt, fmt_interval
+from recalign.experiments.summary import fmt, fmt_ess, fmt_interval
 from recalign.experiments.sweep import (
     JudgeCache,
     check_sweep,
@@ -224,7 +224,7 @@ def claims(results: dict[str, Any]) -> list[str]:
                          f"{d_rm:+.3f}, its true value by {d_true:+.3f} (mean of {len(runs)} seed(s)) → {hacked}.")
     for ds, r in sim.items():
         pts = r["series"]["exp_sft"]
-        row = "; ".join(f"λ={p['value']}: {fmt(p.get('true_value', {}).get('mean'))}, ESS {p.get('ess', float('nan')):.2g}"
+        row = "; ".join(f"λ={p['value']}: {fmt(p.get('true_value', {}).get('mean'))}, ESS {fmt_ess(p.get('ess'))}"
                         for p in pts)
         lines.append(f"**Claim 3** ({ds}): the λ curve (true value, ESS): {row}.")
     for ds, r in results["datasets"].items():

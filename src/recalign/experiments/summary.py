@@ -109,6 +109,11 @@ def fmt(x: float | None, digits: int = 3, sign: bool = False) -> str:
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
+def fmt_ess(x: float | None) -> str:
+    """An effective sample size, which spans orders of magnitude: two significant digits."""
+    return "—" if x is None or math.isnan(x) else f"{x:.2g}"
+
+
 def fmt_interval(d: dict[str, float] | None, digits: int = 3, sign: bool = False) -> str:
     if d is None:
         return "—"

@@ -14,7 +14,7 @@ Choices (the paper's where it states one):
   BERT and RecBole), item embeddings scaled by sqrt(D) at the input (`scale_emb`, as the HSTU
   reference code) plus the positional embedding. The item table is also the output layer, and
   Adam moves a parameter by about `lr` per step whatever its scale, so a small table moves its
-  logits fast; the earlier N(0, 1/D) table learned several times more slowly. Without the sqrt(D)
+  logits fast; the earlier N(0, 1/D) table needed two to three times the epochs. Without the sqrt(D)
   scaling SASRec learned far more slowly on ml-latest-small (9.7k items, most rarely seen), but
   ranked better on ml-100k with seen items left in the ranking (RecBole's protocol); why is open.
   Measurements: benchmarks/README.md, "Initialisation". Positions are right-aligned: the
