@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_large_catalog.py --n-users 5000 --steps 20 --catalogs 100000  # a quick look
 
 For each catalog size N it
-1. simulates `--n-users` users with short logs (`--sim-len`) over N items (`recalign.pipeline.prepare`);
+1. simulates `--n-users` users with short logs (`--sim-len`) over N items (`recalign.data.prepared.prepare`);
 2. trains SASRec (dim 64, 2 layers, max_len 50, batch 128) with `model.head=sampled` for
    `--steps` optimizer steps per negative count (`--negatives`) and per `train.optimizer`
    (`--optimizers`, default adamw; `adamw,sparse_adam` compares the two), through
@@ -46,11 +46,12 @@ import numpy as np
 import torch
 
 from recalign.config import EvalConfig, RunConfig, TrainConfig
+from recalign.data.prepared import prepare
 from recalign.data.simulator import SimConfig
 from recalign.eval.evaluate import evaluate_targets, user_queries
 from recalign.eval.metrics import topk_items
 from recalign.models.config import ModelConfig
-from recalign.pipeline import build_model, prepare
+from recalign.stages.common import build_model
 from recalign.train.loop import NextItemObjective, clip_grad_norm, fit, make_optimizers
 
 OUT = sys.stdout

@@ -59,7 +59,7 @@ def main() -> int:
     log(f"simulator: {configlib.to_dict(sim_cfg.sim)}")
     sim = compare_methods(sim_cfg, out / "sim", args.methods, log=log)
     if args.pretrained_ml:
-        from recalign.pipeline import read_config
+        from recalign.train.runfolder import read_config
 
         ml_cfg = configlib.update(read_config(args.pretrained_ml), configlib.parse_overrides(
             [f'data.data_dir="{args.data_dir}"', "train.progress=false", "train.num_threads=1"] + args.extra))

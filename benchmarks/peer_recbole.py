@@ -196,7 +196,7 @@ def recalign_mrr_at_10(run_dir: Path, run_mrr: float | None) -> float | None:
     try:
         from recalign.eval.evaluate import evaluate_targets
         from recalign.eval.metrics import mrr_at
-        from recalign.pipeline import load_run
+        from recalign.stages.common import load_run
 
         cfg, data, model = load_run(run_dir, device="cpu")
         out = evaluate_targets(model, data.seq, data.split.test, cfg.eval, cfg.data.high_reward, return_ranks=True)

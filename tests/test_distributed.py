@@ -32,9 +32,10 @@ import pytest
 import torch.distributed as dist
 from safetensors.numpy import load_file
 
+from recalign import distributed
 from recalign.cli import main
-from recalign.pipeline import evaluate_run, load_run
-from recalign.train import distributed
+from recalign.stages.common import load_run
+from recalign.stages.inference import evaluate_run
 from recalign.train.loop import rank_windows
 
 needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
@@ -188,8 +189,8 @@ def test_every_test_user_is_evaluated_exactly_once(runs, tmp_path) -> None:
 import json, sys
 import numpy as np
 from recalign.eval.evaluate import evaluate_targets
-from recalign.pipeline import load_run
-from recalign.train import distributed
+from recalign.stages.common import load_run
+from recalign import distributed
 
 cfg, data, model = load_run({str(runs["w2"])!r})
 test = data.split.test
@@ -277,8 +278,9 @@ def test_a_nan_on_one_process_stops_every_process(tmp_path) -> None:
     script = tmp_path / "nan_on_rank1.py"
     script.write_text(f"""
 from recalign.config import load_config
-from recalign.pipeline import build_model, prepare
-from recalign.train import distributed
+from recalign.data.prepared import prepare
+from recalign.stages.common import build_model
+from recalign import distributed
 from recalign.train.loop import NextItemObjective, NonFiniteLoss, fit
 
 cfg = load_config({str(write_config(tmp_path))!r}, ['train.device="cpu"'])

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 
 from recalign.cli import main
-from recalign.eval.judge import judge_split, judge_summary, judge_topk, train_judges
+from recalign.data.prepared import prepare
+from recalign.eval.judge import judge_summary, judge_topk
 from recalign.experiments import report
 from recalign.experiments.presets import preset_config
 from recalign.experiments.summary import delta_stats, label_summary, value_stats
 from recalign.experiments.sweep import run_sweep
-from recalign.pipeline import build_model, prepare
-from recalign.posttrain.run import posttrain
+from recalign.stages.common import build_model
+from recalign.stages.judge import judge_split, train_judges
+from recalign.stages.posttrain import posttrain
 
 TINY = ["sim.n_users=120", "sim.n_items=40", "sim.min_len=8", "sim.max_len=12", "model.dim=8", "model.layers=1",
         "model.max_len=12", "train.epochs=2", "train.batch_size=32", "posttrain.epochs=1", "posttrain.k_samples=2"]
@@ -49,7 +51,7 @@ def test_summary_intervals_and_paired_deltas():
 def tiny(tmp_path_factory):
     cfg = preset_config("sim", quick=True, overrides=TINY)
     data = prepare(cfg)
-    from recalign.pipeline import pretrain
+    from recalign.stages.pretrain import pretrain
 
     run = tmp_path_factory.mktemp("tiny") / "pre"
     pretrain(cfg, run)

@@ -3,7 +3,6 @@ of every method from a tiny pretrained run, on the simulator and on a slice of m
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -14,11 +13,11 @@ import torch
 from safetensors.torch import load_file
 
 from recalign.config import load_config
+from recalign.data.prepared import Prepared
 from recalign.data.schema import Interactions
 from recalign.data.sequences import SequenceData
 from recalign.data.split import make_split
 from recalign.errors import InputError
-from recalign.pipeline import Prepared, evaluate_run, load_run, pretrain
 from recalign.posttrain.cql import next_state_max
 from recalign.posttrain.dpo import above_user_mean, best_worst
 from recalign.posttrain.registry import (
@@ -29,16 +28,19 @@ from recalign.posttrain.registry import (
     method_names,
     register,
 )
-from recalign.posttrain.run import posttrain, posttrain_train_config, train_reward_model
 from recalign.posttrain.scoring import (
     expected_value,
     frozen_copy,
-    log_probs,
     reference_target_logp,
     sample_items,
     training_batches,
     training_target_rows,
 )
+from recalign.stages.common import load_run
+from recalign.stages.inference import evaluate_run
+from recalign.stages.posttrain import posttrain, posttrain_train_config
+from recalign.stages.pretrain import pretrain
+from recalign.stages.reward_model import train_reward_model
 
 TEN = ["sft", "linear_sft", "exp_sft", "filtered_sft", "asft", "dpo", "ipo", "ppo", "cql", "ips"]
 
@@ -108,7 +110,7 @@ def test_registry_lists_the_ten_methods():
     assert get_method("asft").needs_reward_model and get_method("ppo").needs_reward_model
     assert get_method("dpo").needs_reward_model  # pairs = rm by default
     pt = load_config(None, ['posttrain.pairs="logged"']).posttrain
-    assert not get_method("dpo", pt).needs_reward_model and not get_method("dpo", pt).online
+    assert not get_method("dpo", pt).needs_reward_model
 
 
 def test_unknown_method_lists_valid_names():
@@ -257,7 +259,7 @@ def test_reference_cache_matches_a_direct_forward(sim_run):
     batch = next(training_batches(ctx))
     sel = batch.targets > 0
     with torch.no_grad():
-        lp = log_probs(model, model.encode(batch.items, batch.timestamps)[sel])
+        lp = model.log_probs(model.encode(batch.items, batch.timestamps)[sel])
     direct = lp.gather(1, batch.targets[sel].unsqueeze(1)).squeeze(1)
     torch.testing.assert_close(cache[batch.target_rows[sel]], direct)
     assert torch.isfinite(cache[torch.from_numpy(training_target_rows(data.split))]).all()
@@ -265,7 +267,7 @@ def test_reference_cache_matches_a_direct_forward(sim_run):
 
 def test_asft_baseline_is_the_reference_value_under_the_reward_model(sim_run):
     from recalign.posttrain.asft import reference_value
-    from recalign.posttrain.run import load_reward_model
+    from recalign.stages.reward_model import load_reward_model
 
     init, data, rm_dir = sim_run
     cfg, _, model = load_run(init, data=data)
@@ -298,8 +300,8 @@ def test_ratio_methods_start_at_ratio_one(sim_run, name):
     """dropout is off for methods with a log-ratio to π_0, so at the first step π_θ = π_0:
     DPO margins 0, PPO's KL 0 (reward = reward model), IPS ratios 1."""
     init, data, rm_dir = sim_run
-    cfg, _, model = load_run(init, overrides=["model.dropout=0.0"], data=data)
-    from recalign.posttrain.run import load_reward_model
+    cfg, _, model = load_run(init, changes={"model": {"dropout": 0.0}}, data=data)
+    from recalign.stages.reward_model import load_reward_model
 
     m = get_method(name, cfg.posttrain)
     assert m.disable_dropout
@@ -367,12 +369,9 @@ def test_asft_trains_its_reward_model_when_none_is_given(sim_run, tmp_path):
 
 # ------------------------------------------------------------------------------ CLI
 def _parser():
-    from recalign.posttrain.cli import register as register_cli
+    from recalign.cli import build_parser
 
-    p = argparse.ArgumentParser()
-    p.add_argument("--debug", action="store_true")
-    register_cli(p.add_subparsers(dest="command"))
-    return p
+    return build_parser()
 
 
 def test_cli_list(capsys):

@@ -13,9 +13,10 @@ import torch
 from safetensors.numpy import load_file
 
 from recalign.config import load_config
+from recalign.data.prepared import prepare
 from recalign.errors import InputError
 from recalign.models.reward_model import RewardModel, RewardObjective
-from recalign.pipeline import build_model, prepare
+from recalign.stages.common import build_model
 from recalign.train.loop import NextItemObjective, clip_grad_norm, fit
 
 TINY = ["sim.n_users=60", "sim.n_items=80", "sim.min_len=8", "sim.max_len=14", "model.dim=16", "model.layers=1",

@@ -109,7 +109,8 @@ def test_non_finite_loss_stops_the_run_naming_step_and_batch(setup, tmp_path) ->
     import dataclasses
 
     from recalign.config import load_config
-    from recalign.pipeline import build_model, prepare
+    from recalign.data.prepared import prepare
+    from recalign.stages.common import build_model
     from recalign.train.loop import NextItemObjective, NonFiniteLoss, fit
 
     _, cfg_file = setup

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from recalign.config import load_config
+from recalign.data.prepared import Prepared
 from recalign.data.schema import Interactions
 from recalign.data.sequences import SequenceData
 from recalign.data.split import make_split
@@ -21,8 +22,7 @@ from recalign.models.reward_model import (
     prediction_errors,
     reference_predictors,
 )
-from recalign.pipeline import Prepared
-from recalign.posttrain.run import load_reward_model, train_reward_model
+from recalign.stages.reward_model import load_reward_model, train_reward_model
 
 
 def _rm(binary=False) -> RewardModel:

@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from recalign.config import RunConfig, load_config
+from recalign.stages.common import load_run
+from recalign.stages.inference import evaluate_run, recommend_run
+from recalign.stages.posttrain import posttrain as _posttrain
+from recalign.stages.pretrain import pretrain as _pretrain
 
 __all__ = ["config", "pretrain", "posttrain", "evaluate", "recommend", "load"]
 
@@ -39,8 +43,6 @@ def pretrain(dataset: str | RunConfig, out: str | Path, *, data_dir: str | Path 
              resume: bool = False) -> dict[str, Any]:
     """Stage 1 (next-item pretraining). Returns the run summary (best epoch, timings, validation
     and test metrics); the run folder `out` holds the model, config and metrics."""
-    from recalign.pipeline import pretrain as _pretrain
-
     cfg = dataset if isinstance(dataset, RunConfig) else config(dataset, data_dir=data_dir,
                                                                config_file=config_file, overrides=overrides)
     return _pretrain(cfg, out, resume=resume)
@@ -49,8 +51,6 @@ def pretrain(dataset: str | RunConfig, out: str | Path, *, data_dir: str | Path 
 def posttrain(init: str | Path, method: str, out: str | Path, *, overrides: list[str] | None = None,
               reward_model: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
     """Stage 2: post-train the run `init` with `method` (`exp_sft`, `sft`, `ppo`, ...)."""
-    from recalign.posttrain.run import posttrain as _posttrain
-
     return _posttrain(init, method, out, overrides=overrides, reward_model_run=reward_model, resume=resume)
 
 
@@ -58,8 +58,6 @@ def evaluate(run: str | Path, split: str = "test", *, device: str = "auto",
              overrides: list[str] | None = None) -> dict[str, Any]:
     """Full-ranking metrics of a run (`hr@10`, `ndcg@10`, `mrr`, `high/...`; `true_value` on the
     simulator)."""
-    from recalign.pipeline import evaluate_run
-
     return {k: v for k, v in evaluate_run(run, split, device=device, overrides=overrides).items()
             if not k.startswith("_")}
 
@@ -68,8 +66,6 @@ def recommend(run: str | Path, *, user: str | int | None = None, history: list[s
               k: int = 10, exclude_seen: bool = True) -> list[dict[str, Any]]:
     """Top-`k` items `[{"item": original id, "score": float}, ...]` for a known user (their whole
     logged history is the context) or for an explicit history of original item ids."""
-    from recalign.pipeline import recommend_run
-
     res = recommend_run(run, user=None if user is None else str(user),
                         history=None if history is None else [str(h) for h in history], k=k,
                         exclude_seen=exclude_seen)
@@ -78,6 +74,4 @@ def recommend(run: str | Path, *, user: str | int | None = None, history: list[s
 
 def load(run: str | Path, device: str = "cpu"):
     """`(config, prepared data, model)` of a run folder, for custom analysis."""
-    from recalign.pipeline import load_run
-
     return load_run(Path(run), device)

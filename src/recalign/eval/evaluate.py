@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from recalign import distributed
 from recalign.config import EvalConfig
 from recalign.data.sequences import SequenceData
 from recalign.data.split import Targets
 from recalign.eval.metrics import ranking_metrics, reward_metrics, target_ranks, topk_items
 from recalign.models.recommender import Recommender
-from recalign.train import distributed
 
 
 @torch.no_grad()

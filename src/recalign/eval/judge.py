@@ -17,71 +17,24 @@ model: it shares the logging data's blind spots (items rarely logged in a contex
 extrapolation), which is why the simulator's oracle remains the final word where it exists.
 
 Judges train for a fixed `eval.judge_epochs` (their data has no held-out part to stop on) and
-keep their last weights. A judge folder that finished training is reused, not retrained.
+keep their last weights; `stages/judge.py` trains them (through the one reward-model trainer).
+This module only measures: it scores a policy's lists with judges it is given.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from recalign.config import EvalConfig, RunConfig
+from recalign.config import EvalConfig
 from recalign.data.sequences import SequenceData
-from recalign.data.split import Split, Targets
+from recalign.data.split import Targets
 from recalign.eval.evaluate import queries_and_exclusions
 from recalign.eval.metrics import topk_items
 from recalign.models.recommender import Recommender
-from recalign.models.reward_model import RewardModel, RewardObjective, is_binary
-from recalign.train import checkpoint as ckpt
-from recalign.train.loop import fit
-
-JUDGE_SEED_OFFSET = 7919  # judges' seeds are far from any policy seed a sweep would use
-
-
-def judge_split(split: Split) -> Split:
-    """The same split with every interaction in training (validation and test targets too)."""
-    return dataclasses.replace(split, train_end=split.offsets[1:].copy())
-
-
-def train_judges(cfg: RunConfig, data: Any, out_dir: str | Path, k: int | None = None,
-                 verbose: bool = False) -> list[RewardModel]:
-    """Train `k` (default `cfg.eval.judges`) judges on every interaction of `data` (a
-    `pipeline.Prepared`); each is saved as a reward-model run folder `out_dir/judge<j>`."""
-    from recalign.pipeline import Prepared, update_state, write_run_files
-
-    out_dir = Path(out_dir)
-    k = cfg.eval.judges if k is None else k
-    split = judge_split(data.split)
-    jdata = Prepared(cfg, data.inter, split, SequenceData(split, cfg.model.max_len, cfg.train.window_stride),
-                     data.simulator)
-    rewards = data.inter.reward
-    binary = is_binary(rewards)
-    judges = []
-    for j in range(k):
-        seed = cfg.train.seed + JUDGE_SEED_OFFSET + j
-        tcfg = dataclasses.replace(cfg.train, seed=seed, epochs=cfg.eval.judge_epochs, max_steps=0,
-                                   progress=cfg.train.progress and verbose)
-        jcfg = dataclasses.replace(cfg, train=tcfg)
-        torch.manual_seed(seed)
-        rm = RewardModel(cfg.model, data.inter.n_items, binary=binary, init_mean=float(rewards.mean()))
-        run = out_dir / f"judge{j}"
-        state = run / "state.json"
-        if not (state.is_file() and json.loads(state.read_text()).get("trained")):  # else: reuse it
-            write_run_files(run, jcfg, jdata, {"stage": "reward_model", "role": "judge", "binary": binary,
-                                               "trained": False})
-            res = fit(rm, jdata.seq, RewardObjective(), tcfg, run, validate=None, resume=True)
-            update_state(run, trained=True, epochs_run=res.epochs_run, train_seconds=round(res.seconds, 2))
-            if verbose:
-                print(f"recalign: judge {j + 1}/{k} trained in {res.seconds:.0f} s", file=sys.stderr)
-        ckpt.load_model_weights(rm, run / "model.safetensors")
-        judges.append(rm.eval())
-    return judges
+from recalign.models.reward_model import RewardModel
 
 
 @torch.no_grad()

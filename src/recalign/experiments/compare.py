@@ -19,10 +19,15 @@ from typing import Any
 import numpy as np
 
 from recalign.config import RunConfig
+from recalign.data.prepared import Prepared, prepare
 from recalign.eval.evaluate import evaluate_targets
 from recalign.eval.judge import judge_summary, judge_topk
 from recalign.eval.metrics import ndcg
-from recalign.pipeline import Prepared, load_run, prepare, pretrain
+from recalign.posttrain.registry import get_method
+from recalign.stages.common import load_run
+from recalign.stages.posttrain import posttrain
+from recalign.stages.pretrain import pretrain
+from recalign.stages.reward_model import reward_model_stage
 
 
 def _quiet(msg: str) -> None:
@@ -72,9 +77,6 @@ def compare_methods(cfg: RunConfig, out: Path, methods: Sequence[str] | Mapping[
     (with judges), "oracle_value": per-user array (simulator only), "setup": {label: posttrain setup
     statistics (ESS, ...)}, "seconds": {label: s}, "runs": {label: run folder}}`; the label
     `pretrained` is π0 itself."""
-    from recalign.posttrain.registry import get_method
-    from recalign.posttrain.run import posttrain, reward_model_stage
-
     out = Path(out)
     variants = as_variants(methods, overrides)
     data = data or prepare(cfg)

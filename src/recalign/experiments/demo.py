@@ -29,13 +29,13 @@ import numpy as np
 
 from recalign import configlib
 from recalign.config import RunConfig
+from recalign.data.prepared import prepare
 from recalign.errors import InputError
 from recalign.experiments import report
 from recalign.experiments.compare import compare_methods
 from recalign.experiments.presets import preset_config
 from recalign.experiments.summary import label_summary
 from recalign.experiments.sweep import seeded, trace_settings
-from recalign.pipeline import prepare
 from recalign.train.checkpoint import atomic_write_text
 
 DEMO_METHODS = ("sft", "linear_sft", "exp_sft", "ppo", "dpo")

@@ -30,6 +30,7 @@ import numpy as np
 
 from recalign import configlib
 from recalign.config import RunConfig
+from recalign.data.prepared import prepare
 from recalign.errors import InputError
 from recalign.experiments import report
 from recalign.experiments.presets import preset_config
@@ -42,7 +43,6 @@ from recalign.experiments.sweep import (
     primary_metric,
     sweep_seed,
 )
-from recalign.pipeline import prepare
 from recalign.train.checkpoint import atomic_write_text
 
 METHODS = ("sft", "linear_sft", "exp_sft", "ppo", "dpo")

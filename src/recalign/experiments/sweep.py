@@ -26,12 +26,12 @@ from typing import Any
 
 from recalign import configlib
 from recalign.config import RunConfig
+from recalign.data.prepared import Prepared, fingerprint, prepare
 from recalign.errors import InputError
-from recalign.eval.judge import train_judges
 from recalign.experiments.compare import Variant, compare_methods
 from recalign.experiments.report import read_trace
 from recalign.experiments.summary import label_summary
-from recalign.pipeline import Prepared, fingerprint, prepare
+from recalign.stages.judge import train_judges
 
 
 def _log(msg: str) -> None:

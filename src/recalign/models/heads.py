@@ -4,7 +4,8 @@ Tokens: item code c is token c+1, token 0 is padding; `item_weight` is the backb
 `model.item_emb.weight`, `[N+1, D] float`, and logits are `hidden @ item_weight.T / temperature`
 with the padding column set to -inf.
 
-Both heads' `loss(hidden, targets, weights, item_weight)` use one normalisation:
+Both heads' `loss(hidden, targets, weights, item_weight)` end in the one weighted NLL of the
+project, `weighted_nll` below (pretraining, every SFT-style method and the tests call it):
 
     loss = sum_{targets > 0} weights * nll / max(1, count(targets > 0))
 
@@ -26,6 +27,61 @@ from torch import nn
 from recalign.models.config import ModelConfig
 
 
+def weighted_nll(
+    logp_target: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict]:
+    """Weighted negative log-likelihood `L = −(1/n) Σ_t w_t · log π_θ(a_t | s_t)`.
+
+    The one loss of pretraining and of every SFT-style method; only the weights differ (see
+    `posttrain/weights.py`): `sft` (w = 1; behaviour cloning), `linear_sft` (w ∝ r), `exp_sft`
+    (w ∝ exp(r/λ); Chidambaram et al. 2026, arXiv 2603.10279), `filtered_sft` (w = 1[r ≥ τ]),
+    `asft` (w ∝ exp(A/λ), Netflix's advantage-weighted SFT). `n` is the number of real
+    positions (not the sum of the weights), so with weights that average 1 the gradient scale
+    matches SFT's and `∂L/∂ log π(a_t|s_t) = −w_t / n`. Over zero positions the loss is 0.
+
+    Args:
+        logp_target: `[n] float` log π_θ(a_t | s_t) of the logged items.
+        weights: `[n] float` non-negative weights (detached here).
+        mask: `[n] bool`, True at real positions; None = all real.
+
+    Returns:
+        loss (at least float32: bf16 would round weights such as 37.4 to 37.5) and diagnostics,
+        detached 0-dim tensors (no device sync) or ints: `nll` (unweighted mean NLL),
+        `n_targets`, `weight_sum`, `weight_mean`, `weight_max`, `ess` (`(Σw)² / (n·Σw²)`).
+    """
+    dtype = torch.promote_types(logp_target.dtype, torch.float32)
+    logp_target = logp_target.to(dtype)
+    w = weights.detach().to(dtype)
+    if mask is None:
+        n = logp_target.numel()
+        nll_pos = -logp_target
+        w_real = w
+    else:
+        n = int(mask.sum())
+        w = w * mask.to(w.dtype)
+        nll_pos = -torch.where(mask, logp_target, torch.zeros_like(logp_target))
+        w_real = w[mask]
+    m = max(1, n)
+    loss = (w * nll_pos).sum() / m
+    w_sum = w_real.sum()
+    w64 = w_real.double()
+    sq = (w64 * w64).sum()
+    diag = {
+        "nll": nll_pos.detach().sum() / m,
+        "n_targets": n,
+        "weight_sum": w_sum,
+        "weight_mean": w_sum / m,
+        "weight_max": w_real.max() if n else w_sum,
+        "ess": torch.where(sq > 0, w64.sum() ** 2 / (m * sq.clamp_min(1e-300)), torch.zeros_like(sq)),
+    }
+    return loss, diag
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """`x` in float32, or in float64 when it is float64 (bf16 and fp16 logits are upcast)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def full_logits(
     hidden: torch.Tensor, item_weight: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
@@ -45,7 +101,7 @@ def _gather_targets(
             f"weights {tuple(weights.shape)} (expected [B, L, D], [B, L], [B, L])"
         )
     sel = targets > 0
-    return hidden[sel], targets[sel], weights[sel].float()
+    return hidden[sel], targets[sel], at_least_float32(weights[sel])
 
 
 class TiedHead(nn.Module):
@@ -60,7 +116,7 @@ class TiedHead(nn.Module):
     def log_probs(self, hidden: torch.Tensor, item_weight: torch.Tensor) -> torch.Tensor:
         """Full log-softmax over the catalog: `[B, D]` (or `[..., D]`) -> `[B, N+1] float32`,
         column 0 = -inf."""
-        return F.log_softmax(full_logits(hidden, item_weight, self.temperature).float(), dim=-1)
+        return F.log_softmax(at_least_float32(full_logits(hidden, item_weight, self.temperature)), dim=-1)
 
 
 class FullSoftmaxHead(TiedHead):
@@ -81,21 +137,13 @@ class FullSoftmaxHead(TiedHead):
             weights: `[B, L] float` per-position weights.
             item_weight: `[N+1, D] float` tied item table.
         Returns:
-            loss (scalar) = sum(weights * nll) / max(1, count(targets > 0)), with
-            nll = -log softmax over tokens 1..N of the target; and diagnostics
-            `nll` (unweighted mean), `n_targets`, `weight_sum`.
+            `weighted_nll` of the targets' log-softmax over tokens 1..N:
+            loss = sum(weights * nll) / max(1, count(targets > 0)) and its diagnostics.
         """
         h, t, w = _gather_targets(hidden, targets, weights)  # [M, D], [M], [M]
-        logits = full_logits(h, item_weight, self.temperature).float()  # [M, N+1]
+        logits = at_least_float32(full_logits(h, item_weight, self.temperature))  # [M, N+1]
         nll = F.cross_entropy(logits, t, reduction="none")  # [M]
-        m = max(1, t.numel())
-        loss = (w * nll).sum() / m
-        diag = {
-            "nll": nll.detach().sum() / m,
-            "n_targets": t.numel(),
-            "weight_sum": w.detach().sum(),
-        }
-        return loss, diag
+        return weighted_nll(-nll, w)
 
 
 class SampledSoftmaxHead(TiedHead):
@@ -203,8 +251,8 @@ class SampledSoftmaxHead(TiedHead):
             negatives: optional `[K] long` shared negatives (tokens 1..N) to use instead of
                 sampling (tests, or a caller that shares them across steps).
         Returns:
-            loss (scalar) and diagnostics `nll` (unweighted mean of the sampled nll),
-            `n_targets`, `weight_sum`, `accidental_hits` (masked candidates, in-batch and shared),
+            `weighted_nll` of the sampled log-softmax of the positives, with its diagnostics
+            (`nll` = unweighted mean of the sampled nll) and `accidental_hits` (masked candidates, in-batch and shared),
             `accidental_hits_shared` (those among the shared negatives).
         """
         n_items = item_weight.shape[0] - 1
@@ -243,15 +291,11 @@ class SampledSoftmaxHead(TiedHead):
             hit[cols, cols] = False  # the positive itself
         logits = logits.masked_fill(hit, float("-inf"))
         nll = F.cross_entropy(logits, cols, reduction="none")  # [M]
-        m = max(1, M)
-        loss = (w * nll).sum() / m
-        diag = {
-            "nll": nll.detach().sum() / m,
-            "n_targets": M,
-            "weight_sum": w.detach().sum(),
+        loss, diag = weighted_nll(-nll, w)
+        diag.update({
             "accidental_hits": hit.sum(),
             "accidental_hits_shared": hit[:, -neg.numel():].sum() if neg.numel() else hit.new_zeros(()).sum(),
-        }
+        })
         return loss, diag
 
     def _log_q_in_batch(self, t: torch.Tensor) -> torch.Tensor:

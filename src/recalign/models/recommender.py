@@ -47,6 +47,11 @@ class Recommender(SequenceEncoder):
         """The head's weighted next-item loss `sum(w * nll) / count(targets > 0)`."""
         return self.head.loss(hidden, targets, weights, self.item_weight)
 
+    def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Full-catalog log-probabilities `log π(· | s)`: states `[..., D]` -> `[..., N + 1]`
+        (at least float32; column 0 = -inf). The one place they are computed."""
+        return self.head.log_probs(hidden, self.item_weight)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Full-catalog logits `[..., N + 1]` (column 0 = -inf)."""
         return full_logits(hidden, self.item_weight, self.cfg.temperature)

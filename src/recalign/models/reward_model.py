@@ -16,7 +16,7 @@ The *score* is the predicted expected reward: `raw` for graded rewards, `sigmoid
 probability) for binary ones. Training uses `raw` with MSE (graded) or BCE-with-logits (binary).
 
 `reference_predictors` gives the trivial predictors a reward model must beat (global, user and
-item means over the training rows); `train_reward_model` in `recalign.posttrain.run` trains one
+item means over the training rows); `train_reward_model` in `recalign.stages.reward_model` trains one
 and reports its error against them.
 """
 

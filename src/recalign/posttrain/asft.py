@@ -24,7 +24,7 @@ from torch import Tensor
 
 from recalign.errors import InputError
 from recalign.posttrain.registry import PostTrainContext, register
-from recalign.posttrain.scoring import expected_value, log_probs, training_batches
+from recalign.posttrain.scoring import expected_value, training_batches
 from recalign.posttrain.sft import WeightedSFT
 from recalign.posttrain.weights import log_weights
 
@@ -37,7 +37,7 @@ def reference_value(ctx: PostTrainContext) -> Tensor:
     out = torch.full((len(ctx.data.inter),), float("nan"), dtype=torch.float64, device=ctx.device)
     for batch in training_batches(ctx):
         sel = batch.targets > 0
-        logp0 = log_probs(ref, ref.encode(batch.items, batch.timestamps)[sel])  # [M, N+1]
+        logp0 = ref.log_probs(ref.encode(batch.items, batch.timestamps)[sel])  # [M, N+1]
         values = rm.score_all(rm.encode(batch.items, batch.timestamps)[sel])  # [M, N+1]
         out[batch.target_rows[sel]] = expected_value(logp0, values).double()
     return out

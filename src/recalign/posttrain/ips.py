@@ -19,7 +19,7 @@ import torch
 from recalign.errors import InputError
 from recalign.posttrain.losses import ips_loss
 from recalign.posttrain.registry import Method, PostTrainContext, register
-from recalign.posttrain.scoring import log_probs, lookup, reference_target_logp, reward_table
+from recalign.posttrain.scoring import lookup, reference_target_logp, reward_table
 
 
 @register("ips")
@@ -40,7 +40,7 @@ class IPS(Method):
     def loss(self, model, batch):
         sel = batch.targets > 0
         hidden = model.encode(batch.items, batch.timestamps)
-        logp = log_probs(model, hidden[sel]).gather(1, batch.targets[sel].unsqueeze(1)).squeeze(1)
+        logp = model.log_probs(hidden[sel]).gather(1, batch.targets[sel].unsqueeze(1)).squeeze(1)
         behavior = lookup(self._logp0, batch.target_rows)[sel]
         rewards = lookup(self._reward, batch.target_rows)[sel]
         return ips_loss(logp, behavior, rewards, clip=self.pt.ips_clip, topk=self.pt.topk or None)

@@ -13,59 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recalign.models.heads import weighted_nll
 from recalign.posttrain.weights import ess
 
 Diagnostics = dict[str, float]
+__all__ = ["weighted_nll", "dpo_loss", "ipo_loss", "kl_penalized_reward", "group_advantages", "ppo_loss", "cql_loss",
+           "ips_loss"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Weighted next-item likelihood: sft, linear_sft, exp_sft, filtered_sft, asft
 # ---------------------------------------------------------------------------------------------
-
-
-def weighted_nll(
-    logp_target: Tensor, weights: Tensor, mask: Tensor | None = None
-) -> tuple[Tensor, Diagnostics]:
-    """Weighted negative log-likelihood `L = −(1/n) Σ_t w_t · log π_θ(a_t | s_t)`.
-
-    The one loss of every SFT-style method; only the weights differ (see `weights.py`):
-    `sft` (w = 1; behaviour cloning), `linear_sft` (w ∝ r), `exp_sft` (w ∝ exp(r/λ); Chidambaram
-    et al. 2026, arXiv 2603.10279), `filtered_sft` (w = 1[r ≥ τ]), `asft` (w ∝ exp(A/λ),
-    Netflix's advantage-weighted SFT). `n` is the number of real positions (not the sum of the
-    weights), so with weights that average 1 the gradient scale matches SFT's and
-    `∂L/∂ log π(a_t|s_t) = −w_t / n`.
-
-    Args:
-        logp_target: `[n]` log π_θ(a_t | s_t) of the logged items.
-        weights: `[n]` non-negative weights (detached here).
-        mask: `[n] bool`, True at real positions; None = all real.
-
-    Returns:
-        loss, diagnostics `nll` (unweighted mean NLL), `weight_mean`, `weight_max`, `ess`.
-    """
-    # at least float32: bf16 would round weights such as 37.4 to 37.5
-    dtype = torch.promote_types(logp_target.dtype, torch.float32)
-    logp_target = logp_target.to(dtype)
-    w = weights.detach().to(dtype)
-    if mask is None:
-        n = logp_target.numel()
-        nll_pos = -logp_target
-        w_real = w
-    else:
-        n = int(mask.sum())
-        w = w * mask.to(w.dtype)
-        nll_pos = -torch.where(mask, logp_target, torch.zeros_like(logp_target))
-        w_real = w[mask]
-    if n == 0:
-        raise ValueError("weighted_nll over zero positions")
-    loss = (w * nll_pos).sum() / n
-    diag = {
-        "nll": float(nll_pos.detach().sum() / n),
-        "weight_mean": float(w_real.sum() / n),
-        "weight_max": float(w_real.max()),
-        "ess": ess(w_real),
-    }
-    return loss, diag
+# `weighted_nll` lives with the output heads (`models/heads.py`), which end in it: pretraining
+# and every SFT-style method train through it, and it is exported here beside the other losses.
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,10 +24,10 @@ from recalign.config import PostTrainConfig, RunConfig
 from recalign.errors import InputError
 
 if TYPE_CHECKING:
+    from recalign.data.prepared import Prepared
     from recalign.data.sequences import SeqBatch
     from recalign.models.recommender import Recommender
     from recalign.models.reward_model import RewardModel
-    from recalign.pipeline import Prepared
 
 BUILTIN_MODULES = ("sft", "asft", "dpo", "ppo", "cql", "ips")
 
@@ -59,15 +59,14 @@ class Method:
     """Base class of a post-training method.
 
     Subclasses set the class attributes and implement `loss`, and `prepare` when they need
-    training-set statistics. `needs_reward_model` and `online` may depend on the configuration
-    (e.g. `dpo` with `pairs = logged` needs no reward model), so they are instance attributes
-    set from `pt` in `__init__`.
+    training-set statistics. `needs_reward_model` may depend on the configuration (e.g. `dpo`
+    with `pairs = logged` needs no reward model), so it is an instance attribute set from `pt`
+    in `__init__`.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     needs_reward_model: bool = False
-    online: bool = False
     # The loss compares π_θ with π_0 through a log-ratio: the stage then builds the policy with
     # dropout 0 (unless `model.dropout` is set explicitly), so that the ratio is 1 at the start
     # instead of dropout noise (as TRL's `disable_dropout=True` for DPO/PPO).

@@ -6,7 +6,8 @@ Scored positions: every position of a batch with a target (`targets > 0`), i.e. 
 training transition, exactly as in pretraining. The SFT family scores them through the model's
 head (`next_item_loss`, so the sampled-softmax head works too); the methods that need exact
 probabilities (`dpo`, `ipo`, `ppo`, `cql`, `ips`, and the `asft` baseline) form full-catalog
-logits at those positions: `[M, N+1]` per batch, the memory of full-softmax pretraining. Lower
+log-probabilities (`model.log_probs`) or logits at those positions: `[M, N+1]` per batch, the
+memory of full-softmax pretraining. Lower
 `posttrain.batch_size` to bound it on large catalogs.
 
 Per-row tables: a tensor over the rows of the interaction table, indexed with
@@ -20,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from recalign.data.split import Split
@@ -78,11 +78,6 @@ def reward_table(ctx: PostTrainContext) -> tuple[Tensor, np.ndarray]:
     return row_table(len(inter), rows, r, 0.0, ctx.device), rows
 
 
-def log_probs(model: torch.nn.Module, hidden: Tensor) -> Tensor:
-    """Full-catalog log-probabilities `[M, N+1] float32` of states `[M, D]` (column 0 = -inf)."""
-    return F.log_softmax(model.logits(hidden).float(), dim=-1)
-
-
 def sample_items(logp: Tensor, k: int, replacement: bool, generator: torch.Generator | None = None) -> Tensor:
     """`k` item tokens per row drawn from `exp(logp)` `[M, N+1]` -> `[M, k] long` (never 0)."""
     probs = logp.detach().float().exp()
@@ -116,6 +111,6 @@ def reference_target_logp(ctx: PostTrainContext) -> Tensor:
     for batch in training_batches(ctx):
         sel = batch.targets > 0
         h = ref.encode(batch.items, batch.timestamps)[sel]
-        lp = log_probs(ref, h).gather(1, batch.targets[sel].unsqueeze(1)).squeeze(1)
+        lp = ref.log_probs(h).gather(1, batch.targets[sel].unsqueeze(1)).squeeze(1)
         out[batch.target_rows[sel]] = lp
     return out

@@ -10,8 +10,9 @@ transition, with the weights of `weights.py`. Four methods share this one concep
 
 (`asft` in `asft.py` is the same loss with advantage weights.)
 
-The loss goes through the model's head (`model.next_item_loss`, which divides by the number of
-positions with a target), so the sampled-softmax head works as in pretraining.
+The loss goes through the model's head (`model.next_item_loss`, which ends in
+`models.heads.weighted_nll`: it divides by the number of positions with a target and reports
+the batch's weight mean, max and ESS), so the sampled-softmax head works as in pretraining.
 
 Normalisation `weight_norm` (`Z`): `global` (mean weight 1 over all training targets, computed
 once in `setup`), `batch` (mean weight 1 in each batch), `none` (raw `exp(r/λ)` shifted by the
@@ -43,14 +44,6 @@ from recalign.posttrain.weights import (
     normalize,
     transform_rewards,
 )
-
-
-def batch_ess(w: Tensor, mask: Tensor) -> Tensor:
-    """ESS fraction `(Σw)² / (n·Σw²)` over the masked positions, as a device tensor (no sync)."""
-    w = torch.where(mask, w.double(), torch.zeros_like(w, dtype=torch.float64))
-    n = mask.sum().clamp_min(1)
-    s2 = (w * w).sum()
-    return torch.where(s2 > 0, w.sum() ** 2 / (n * s2.clamp_min(1e-300)), torch.zeros_like(s2))
 
 
 class WeightedSFT(Method):
@@ -112,11 +105,7 @@ class WeightedSFT(Method):
                           max_weight=self.pt.max_weight).view_as(mask)
         else:
             w = lookup(self._w, batch.target_rows) * mask
-        loss, diag = model.next_item_loss(hidden, batch.targets, w.float())
-        n = mask.sum().clamp_min(1)
-        diag = dict(diag)
-        diag.update({"weight_mean": w.sum() / n, "weight_max": w.max(), "ess": batch_ess(w, mask)})
-        return loss, diag
+        return model.next_item_loss(hidden, batch.targets, w.float())
 
 
 @register("sft")

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from recalign import distributed
 from recalign.errors import InputError
-from recalign.train import distributed
 
 
 def atomic_write_text(path: Path, text: str) -> None:

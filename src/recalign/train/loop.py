@@ -13,7 +13,7 @@ each checkpoint, and torch's RNG state (dropout, sampled negatives) is saved too
 killed at any point and resumed with `resume=True` ends with the same weights as an uninterrupted
 run.
 
-Data parallel (under `torchrun`, see `recalign.train.distributed` and docs/training.md): every
+Data parallel (under `torchrun`, see `recalign.distributed` and docs/training.md): every
 rank draws the same permutation of the windows and takes its own share of each global batch of
 `world_size × batch_size` windows; the objective runs inside the forward of a
 `DistributedDataParallel` module (`ObjectiveModule`), so gradients are averaged over ranks before
@@ -37,12 +37,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from recalign import distributed
 from recalign.config import TrainConfig
 from recalign.data.sequences import SeqBatch, SequenceData
 from recalign.errors import InputError, RecalignError
 from recalign.models.recommender import Recommender
 from recalign.train import checkpoint as ckpt
-from recalign.train import distributed
 
 
 class Objective(Protocol):

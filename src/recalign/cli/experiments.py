@@ -1,0 +1,183 @@
+"""The experiment subcommands (demo, sweep, reproduce) and the `theory` calculator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from recalign.cli.args import (
+    DATA_DIR_HELP,
+    add_config_args,
+    add_json_arg,
+    add_set_arg,
+    csv,
+    out_dir,
+    print_json,
+)
+from recalign.errors import InputError
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from recalign.experiments.demo import format_table, run_demo
+
+    out = out_dir(args, "recalign-demo-")
+    res = run_demo(out, quick=args.quick, overrides=args.overrides, seeds=args.seeds, jobs=args.jobs)
+    if args.json:
+        print_json({k: v for k, v in res.items() if k != "config"})
+    else:
+        sys.stdout.write(format_table(res) + "\n")
+        sys.stdout.write(f"\n{res['seconds']:.0f} s; results.json, table.txt and every run folder are in {out}\n")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from recalign.experiments import report
+    from recalign.experiments.presets import preset_config
+    from recalign.experiments.sweep import run_sweep
+    from recalign.train.checkpoint import atomic_write_text
+
+    out = Path(out_dir(args, "recalign-sweep-"))
+    if (out / "results.json").exists():
+        raise InputError("output folder already holds results.json; choose another --out", path=out)
+    cfg = preset_config(args.dataset or "sim", args.quick, args.overrides, args.data_dir, args.config)
+    trace = tuple(m for m in csv(args.methods) if m in ("ppo", "dpo")) if args.trace else ()
+    res = run_sweep(cfg, args.param, csv(args.values), csv(args.methods), out, seeds=args.seeds,
+                    fixed=csv(args.fixed), judges=cfg.eval.judges if args.judges else 0, trace=trace)
+    summary = res["summary"]
+    report.plot_sweep(summary, out / "sweep.png")
+    hack = report.plot_traces(res["traces"], out / "trace.png")
+    md = [f"# recalign sweep: {args.param}", "", f"`{' '.join(sys.argv)}`", "",
+          report.sweep_markdown(summary), "", "![sweep](sweep.png)"] + (["", "![trace](trace.png)"] if hack else [])
+    if summary["fixed"]:
+        md[4:4] = [report.methods_markdown(summary["fixed"], [summary["metric"], "ndcg@10"]), ""]
+    atomic_write_text(out / "report.md", "\n".join(md) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
+    if args.json:
+        print_json(summary)
+    else:
+        sys.stdout.write(report.sweep_markdown(summary) + f"\n\nreport.md, sweep.png and results.json are in {out}\n")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from recalign.experiments.reproduce import (
+        LAMS,
+        METHODS,
+        NOISE_MODELS,
+        NOISE_SCALES,
+        run_reproduce,
+    )
+
+    out = out_dir(args, "recalign-reproduce-")
+
+    def pick(given: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(csv(given)) if given is not None else default
+
+    res = run_reproduce(csv(args.datasets), out, seeds=args.seeds, methods=pick(args.methods, METHODS),
+                        lams=pick(args.lams, LAMS), noise_scales=pick(args.noise_scales, NOISE_SCALES),
+                        noise_models=pick(args.noise_models, NOISE_MODELS), quick=args.quick,
+                        overrides=args.overrides, data_dir=args.data_dir, judges=not args.no_judges, jobs=args.jobs,
+                        resume=args.resume)
+    if args.json:
+        print_json({k: v for k, v in res.items() if k != "traces"})
+    else:
+        sys.stdout.write((Path(out) / "report.md").read_text())
+        sys.stdout.write(f"\nreport.md, results.json and the figures are in {out} "
+                         f"({res['seconds']['total (wall)'] / 60:.1f} min)\n")
+    return 0
+
+
+def cmd_theory(args: argparse.Namespace) -> int:
+    from recalign.theory import theory_report
+
+    if args.lam is None and args.tau is None:
+        raise InputError("give --lam (the bound at this λ) and/or --tau (the smallest λ for this loss)")
+    rep = theory_report(args.sigma, args.n_items, args.delta, args.r_max, lam=args.lam, tau=args.tau)
+    if args.json:
+        print_json(rep)
+        return 0
+    sys.stdout.write(f"noise radius ε = σ·sqrt(2·log(2|A|/δ)) = {rep['epsilon']:.6g}\n")
+    if "value_loss_bound" in rep:
+        sys.stdout.write(f"value loss bound at λ = {args.lam:g}: R_max·(exp(2ε/λ) − 1) = {rep['value_loss_bound']:.6g}\n")
+    if "min_lambda" in rep:
+        sys.stdout.write(f"smallest λ keeping the loss below τ = {args.tau:g}: 2ε / log(1 + τ/R_max) = "
+                         f"{rep['min_lambda']:.6g}\n")
+    sys.stdout.write(f"({rep['note']})\n")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    _add_demo(sub)
+    _add_sweep(sub)
+    _add_reproduce(sub)
+    _add_theory(sub)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole story on the embedded simulator, in a few minutes on a CPU")
+    p.add_argument("--quick", action="store_true", help="a smaller world and model (about a minute; used by CI)")
+    p.add_argument("--out", help="folder for results.json, table.txt and the runs (default: a new temp folder)")
+    p.add_argument("--seeds", type=int, default=3, help="simulator/training seeds: each a new world (default 3; "
+                   "intervals over seeds)")
+    p.add_argument("--jobs", type=int, default=0, help="seeds run in parallel processes (default: one per CPU core)")
+    add_config_args(p)
+    add_json_arg(p, "print the results (as in results.json) as one JSON object on stdout")
+    p.set_defaults(func=cmd_demo)
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="one config field over a grid: methods x values x seeds, with a figure")
+    p.add_argument("--data", dest="dataset", help="dataset name or file path (default: sim); its preset applies first")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p.add_argument("--param", required=True, help="the config field to sweep, e.g. posttrain.lam or sim.noise_scale")
+    p.add_argument("--values", required=True, help="comma-separated values, e.g. 0.1,0.3,1,3")
+    p.add_argument("--methods", default="exp_sft", help="methods run at every value (default exp_sft)")
+    p.add_argument("--fixed", default="sft", help="methods run once per seed at the base config when the field is "
+                   "posttrain.* (default sft, the baseline of every delta)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds (each: new simulated world, new π0)")
+    p.add_argument("--judges", action="store_true", help="also score with the held-out judge ensemble (eval.judges)")
+    p.add_argument("--trace", action="store_true", help="trace ppo/dpo training (reward model vs true value figure)")
+    p.add_argument("--quick", action="store_true", help="the preset's quick variant (smoke test)")
+    p.add_argument("--out", help="output folder (default: a new temp folder)")
+    add_config_args(p)
+    add_json_arg(p, "print the summary (as in results.json) as one JSON object on stdout")
+    p.set_defaults(func=cmd_sweep)
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="methods x datasets x seeds with λ and noise sweeps -> report.md + figures")
+    p.add_argument("--datasets", default="sim", help="comma-separated dataset names (default sim), e.g. "
+                   "sim,ml-100k,ml-latest-small")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p.add_argument("--seeds", type=int, default=3, help="seeds per dataset (each: new π0, new simulated world; "
+                   "default 3)")
+    p.add_argument("--methods", help="comma-separated methods (default sft,linear_sft,exp_sft,ppo,dpo)")
+    p.add_argument("--lams", help="λ grid of exp_sft (default 0.1,0.3,1,3,10)")
+    p.add_argument("--noise-scales", help="simulator noise scales of the robustness sweep (default 0,1,2; empty = skip)")
+    p.add_argument("--noise-models", help="simulator noise models of the robustness sweep (default "
+                   "gaussian,popularity_bias)")
+    p.add_argument("--no-judges", action="store_true", help="skip the held-out judge ensemble on real data")
+    p.add_argument("--jobs", type=int, default=1, help="parts run in parallel processes (one torch thread each; "
+                   "2 on a 2-core machine)")
+    p.add_argument("--quick", action="store_true", help="tiny settings: checks the pipeline, not the science (CI)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted reproduce in --out: finished runs "
+                   "are reused, interrupted ones resumed")
+    p.add_argument("--out", help="output folder (default: a new temp folder)")
+    add_set_arg(p, "override a config field for every dataset (after its preset)")
+    add_json_arg(p, "print the results (as in results.json) as one JSON object on stdout")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def _add_theory(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("theory", help="METHOD.md's bound: value loss of exp_sft under noise, smallest safe λ "
+                       "(give --lam and/or --tau)")
+    p.add_argument("--sigma", type=float, required=True, help="sub-Gaussian noise scale σ of the rewards")
+    p.add_argument("--n-items", type=float, required=True, help="catalog size |A|")
+    p.add_argument("--delta", type=float, default=0.05, help="failure probability δ (default 0.05)")
+    p.add_argument("--r-max", type=float, required=True, help="largest reward R_max")
+    p.add_argument("--lam", type=float, help="temperature λ: print the value-loss bound at this λ")
+    p.add_argument("--tau", type=float, help="tolerated value loss τ: print the smallest λ that keeps it")
+    add_json_arg(p)
+    p.set_defaults(func=cmd_theory)

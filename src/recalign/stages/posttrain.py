@@ -1,0 +1,255 @@
+"""Stage 2: post-train a pretrained run with one registered method.
+
+`posttrain` resolves the configuration once (the pretrained run's, then a TOML file, then
+`--set`; only the keys post-training may change), loads the pretrained run (its data and
+weights), builds the method from the registry, gives it a frozen copy of π_0 and, when it needs
+one, a reward model (given, or trained here by `stages/reward_model.py` under
+`out_dir/reward_model/`), then runs the one training loop for `posttrain.epochs` epochs at
+`posttrain.lr` and keeps the final policy (a fixed budget: no model selection). The run folder
+has the layout of a pretraining run, so `recalign evaluate`, `recommend` and a further
+`posttrain` read it the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recalign import configlib, distributed
+from recalign.config import RunConfig, TrainConfig
+from recalign.data.prepared import Prepared
+from recalign.errors import InputError
+from recalign.eval.evaluate import evaluate_targets
+from recalign.eval.judge import judge_topk
+from recalign.models.recommender import Recommender
+from recalign.models.reward_model import RewardModel
+from recalign.posttrain.registry import Method, PostTrainContext, get_method
+from recalign.posttrain.scoring import frozen_copy
+from recalign.stages.common import load_run, train_and_test
+from recalign.stages.reward_model import load_reward_model, train_reward_model
+from recalign.train import checkpoint as ckpt
+from recalign.train.loop import resolve_device
+from recalign.train.runfolder import read_config, read_state, update_state, write_run_files
+
+# What a post-training run may change: its own knobs, the loop, the evaluation, where the data
+# lives, the high-reward threshold, dropout. Everything else is fixed by the pretrained run.
+OVERRIDABLE = ("posttrain.", "train.", "eval.", "data.data_dir", "data.high_reward", "model.dropout")
+# The keys among them that change how the pretrained run is rebuilt (data location, the network).
+REBUILD = ("data.data_dir", "model.dropout")
+
+
+@dataclass
+class Plan:
+    """A post-training run resolved before anything is loaded.
+
+    Attributes:
+        given: the nested values of the TOML file and `--set` (the latter wins), checked.
+        cfg: the pretrained run's configuration with `given` and the method applied.
+        method: the method object, configured by `cfg.posttrain`.
+        rebuild: the nested values the pretrained run is rebuilt with (`REBUILD` keys that were
+            given, and dropout 0 for methods that compare π_θ with π_0 unless dropout was given).
+    """
+
+    given: dict[str, Any]
+    cfg: RunConfig
+    method: Method
+    rebuild: dict[str, Any]
+
+
+def flat_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
+    """`{"a": {"b": 1}}` -> `["a.b"]`."""
+    out = []
+    for k, v in d.items():
+        out.extend(flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"])
+    return out
+
+
+def _check_overridable(d: dict[str, Any], where: str) -> None:
+    bad = [k for k in flat_keys(d) if not any(k == p or k.startswith(p) for p in OVERRIDABLE)]
+    if bad:
+        raise InputError(f"{where}: post-training keeps the data and the model of the pretrained run and "
+                         f"cannot change {', '.join(bad)}; allowed: posttrain.*, train.*, eval.*, data.data_dir, "
+                         "data.high_reward, model.dropout")
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts merged, `top` winning."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def plan_posttrain(init_run: Path, method: str | None, overrides: list[str],
+                   config_file: str | Path | None = None) -> Plan:
+    """Resolve and check the configuration of a post-training run (nothing is loaded or written)."""
+    file_values = configlib.load_toml(config_file) if config_file else {}
+    set_values = configlib.parse_overrides(overrides)
+    _check_overridable(file_values, str(config_file))
+    _check_overridable(set_values, "--set")
+    given = _merge(file_values, set_values)
+    cfg = configlib.update(read_config(init_run), given)
+    if method is not None:
+        cfg = dataclasses.replace(cfg, posttrain=dataclasses.replace(cfg.posttrain, method=method))
+    meth = get_method(cfg.posttrain.method, cfg.posttrain)
+    keys = set(flat_keys(given))
+    rebuild: dict[str, Any] = {}
+    for key in REBUILD:
+        if key in keys:
+            section, name = key.split(".")
+            rebuild.setdefault(section, {})[name] = given[section][name]
+    if meth.disable_dropout and "model.dropout" not in keys:
+        rebuild.setdefault("model", {})["dropout"] = 0.0
+    return Plan(given, cfg, meth, rebuild)
+
+
+def posttrain_train_config(cfg: RunConfig, n_windows: int) -> TrainConfig:
+    """The loop's settings for post-training: `cfg.train` with `epochs = posttrain.epochs`,
+    `lr = posttrain.lr`, `batch_size = posttrain.batch_size` (0 = train.batch_size) and a warmup
+    of at most 10% of the planned steps (the policy starts trained; a long warmup would waste
+    the budget). `max_steps`, clipping, device and seed come from `train.*`."""
+    pt, tr = cfg.posttrain, cfg.train
+    bs = pt.batch_size or tr.batch_size
+    global_bs = bs * distributed.world_size()  # under torchrun each process takes bs windows per step
+    steps = max(1, math.ceil(math.ceil(n_windows / global_bs) / tr.grad_accum) * pt.epochs)
+    if tr.max_steps > 0:
+        steps = min(steps, tr.max_steps)
+    return dataclasses.replace(tr, epochs=pt.epochs, lr=pt.lr, batch_size=bs,
+                               warmup_steps=min(tr.warmup_steps, steps // 10))
+
+
+def _check_folders(init_run: Path, out_dir: Path, resume: bool) -> dict[str, Any]:
+    """Refuse an existing `out_dir` (without `resume`), `out_dir == init_run`, and a reward-model
+    run as `init_run`; returns `init_run`'s state."""
+    if out_dir.exists() and (out_dir / "state.json").is_file() and not resume:
+        raise InputError("run folder exists; pass --resume to continue it or choose another --out", path=out_dir)
+    if init_run.resolve() == out_dir.resolve():
+        raise InputError("--out must differ from --init", path=out_dir)
+    init_state = read_state(init_run)
+    if init_state.get("stage") == "reward_model":
+        raise InputError("--init is a reward-model run; give a pretrained run", path=init_run)
+    return init_state
+
+
+def posttrain(init_run: str | Path, method: str | None, out_dir: str | Path, overrides: list[str] | None = None,
+              reward_model_run: str | Path | None = None, data: Prepared | None = None,
+              config_file: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
+    """Post-train the run `init_run` with `method` (None = `posttrain.method` of the config).
+
+    Args:
+        init_run: a pretrained (or post-trained) run folder.
+        method: registered method name.
+        out_dir: the new run folder.
+        overrides: `--set` pairs, e.g. `["posttrain.lam=0.5"]` (posttrain.*, train.*, eval.*, ...).
+        reward_model_run: a reward-model run folder (`recalign reward-model`); when the method
+            needs one and none is given, one is trained here under `out_dir/reward_model/`.
+        data: the prepared dataset of `init_run`, to skip reloading it.
+        config_file: a TOML file applied before `overrides`.
+        resume: continue an interrupted post-training run in `out_dir`.
+
+    Returns:
+        the summary (also in `out_dir/state.json`): method, setup statistics (ESS, ...), mean
+        training diagnostics, the final validation and the test metrics (`true_value` on the
+        simulator), and the initial run's test metrics when it recorded them.
+    """
+    out_dir, init_run = Path(out_dir), Path(init_run)
+    init_state = _check_folders(init_run, out_dir, resume)
+    plan = plan_posttrain(init_run, method, list(overrides or []), config_file)
+    run_cfg, data, model = load_run(init_run, "cpu", plan.rebuild or None, data=data)
+    cfg = configlib.update(run_cfg, plan.given)
+    cfg = dataclasses.replace(cfg, posttrain=plan.cfg.posttrain)
+    tcfg = posttrain_train_config(cfg, data.seq.n_windows)
+    run_cfg = dataclasses.replace(cfg, train=tcfg)
+    device = resolve_device(tcfg.device)
+    torch.manual_seed(tcfg.seed)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # the reward model keeps the run's own dropout (the policy's may have been turned off)
+    rm, rm_path, rm_diag = _reward_model(plan, dataclasses.replace(cfg, model=plan.cfg.model), data, model,
+                                         out_dir, reward_model_run, resume)
+    rm = None if rm is None else frozen_copy(rm).to(device)
+    meth = plan.method
+    ctx = PostTrainContext(cfg=run_cfg, data=data, reference=frozen_copy(model).to(device), reward_model=rm,
+                           device=device)
+    model.to(device)
+    setup_stats = meth.setup(ctx)
+    write_run_files(out_dir, run_cfg, data.inter, {
+        "stage": "posttrain", "init": str(init_run), "method": meth.name,
+        "reward_model": None if rm_path is None else str(rm_path), "setup": setup_stats})
+    if tcfg.progress and distributed.is_main():
+        shown = {k: v for k, v in setup_stats.items() if isinstance(v, (int, float))}
+        print(f"recalign: posttrain {meth.name}: " + " ".join(f"{k}={v:.4g}" for k, v in shown.items()),
+              file=sys.stderr)
+
+    model.train()
+    on_step = make_trace(run_cfg, data, model, rm, out_dir) if cfg.posttrain.trace_every > 0 else None
+    if on_step is not None and not resume:
+        on_step(0)
+    res, test = train_and_test(run_cfg, data, model, meth, out_dir, resume=resume, train_cfg=tcfg,
+                               select_metric=None, on_step=on_step)
+    summary: dict[str, Any] = {
+        "stage": "posttrain", "method": meth.name, "init": str(init_run),
+        "reward_model": None if rm_path is None else str(rm_path),
+        "epochs_run": res.epochs_run, "steps": res.steps, "train_seconds": round(res.seconds, 2),
+        "setup": setup_stats, "train_diagnostics": meth.train_diagnostics(),
+        "valid": res.best, "test": test,
+        **({"reward_model_diagnostics": rm_diag} if rm_diag is not None else {}),
+        **({"init_test": init_state["test"]} if isinstance(init_state.get("test"), dict) else {}),
+    }
+    update_state(out_dir, **summary)
+    ckpt.append_jsonl(out_dir / "metrics.jsonl", {"final": True, **{f"test/{k}": v for k, v in test.items()}})
+    return summary
+
+
+def _reward_model(plan: Plan, rm_cfg: RunConfig, data: Prepared, model: Recommender, out_dir: Path,
+                  given: str | Path | None, resume: bool) -> tuple[RewardModel | None, Path | None, Any]:
+    """The reward model the method trains against, its folder and, when trained here, its
+    diagnostics: none (the method needs none), the given run, the one a resumed run already
+    trained under `out_dir/reward_model`, or a new one trained there from π_0's backbone."""
+    if not plan.method.needs_reward_model:
+        return None, None, None
+    if given is not None:
+        return load_reward_model(Path(given), data), Path(given), None
+    path = out_dir / "reward_model"
+    if resume and read_state(path).get("trained"):
+        return load_reward_model(path, data), path, None
+    rm, diag = train_reward_model(rm_cfg, data, path, init_model=model)
+    return rm, path, diag
+
+
+def make_trace(cfg: RunConfig, data: Prepared, model: Recommender, rm: RewardModel | None,
+               out_dir: Path) -> Callable[[int], None]:
+    """The probe behind `posttrain.trace_every`: every N optimizer steps (and at step 0), the
+    policy's top-10 on a fixed random subset of `posttrain.trace_users` validation contexts is
+    scored by the reward model the method trains against (`rm_value`, when it has one) and, on
+    the simulator, by the oracle (`true_value`); with NDCG@10 on the validation targets. One JSON
+    line per probe in `out_dir/trace.jsonl`. A rising `rm_value` with a falling `true_value` is
+    reward hacking."""
+    valid = data.split.valid
+    n = min(len(valid), cfg.posttrain.trace_users)
+    keep = np.zeros(len(valid), dtype=bool)
+    keep[np.random.default_rng(cfg.train.seed).choice(len(valid), n, replace=False)] = True
+    targets = valid.subset(keep)
+    every = cfg.posttrain.trace_every
+
+    def probe(step: int) -> None:
+        if step % every:
+            return
+        with torch.no_grad():
+            m = evaluate_targets(model, data.seq, targets, cfg.eval, cfg.data.high_reward, data.simulator)
+            rec: dict[str, Any] = {"step": step, "users": n, "ndcg@10": m["ndcg@10"]}
+            if "true_value" in m:
+                rec["true_value"] = m["true_value"]
+            if rm is not None:
+                rec["rm_value"] = float(judge_topk([rm], model, data.seq, targets, cfg.eval)[0].mean())
+        ckpt.append_jsonl(out_dir / "trace.jsonl", rec)
+
+    return probe
