@@ -407,69 +407,117 @@ def _reuse_archive(source: Source, archive: Path) -> bool:
 def _fetch(source: Source, dest: Path, *, progress: bool, timeout: float) -> None:
     """Stream ``source.url`` to ``dest`` via ``dest.part`` (resuming it), verify, rename."""
     part = dest.with_name(dest.name + ".part")
-    digest: str | None = None
     for _attempt in range(3):
-        offset = part.stat().st_size if part.is_file() else 0
-        if source.size is not None and offset > source.size:
-            part.unlink()
-            offset = 0
-        headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        request = urllib.request.Request(source.url, headers=headers)
-        try:
-            response = urllib.request.urlopen(request, timeout=timeout)  # scheme checked above
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            if exc.code == 416 and offset:
-                # Range not satisfiable: the partial file may already be whole.
-                if source.sha256 is not None and _sha256_file(part) == source.sha256:
-                    digest = source.sha256
-                    break
-                part.unlink()
-                continue
-            raise DownloadError(
-                f"downloading {source.name} from {source.url} failed: HTTP {exc.code} {exc.reason}"
-            ) from None
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            raise DownloadError(
-                f"could not reach {source.url} to download {source.name}: "
-                f"{getattr(exc, 'reason', exc)}. Check the network and run the download again"
-                + (f"; the partial download {part} will be resumed." if offset else ".")
-            ) from None
-        with response:
-            status = response.status
-            if status == 206 and offset:
-                if _content_range_start(response.headers.get("Content-Range")) != offset:
-                    part.unlink()  # the server sent some other range: start over
-                    continue
-                hasher = _sha256_of(part)
-                mode = "ab"
-            elif status == 200:
-                offset = 0
-                hasher = hashlib.sha256()
-                mode = "wb"
-            else:
-                raise DownloadError(
-                    f"downloading {source.name} from {source.url}: unexpected HTTP status {status}"
-                )
-            length = _int_or_none(response.headers.get("Content-Length"))
-            total = (
-                source.size
-                if source.size is not None
-                else (offset + length if length is not None else None)
-            )
-            received = _stream(source, response, part, mode, hasher, offset, total, progress)
-        if length is not None and received != length:
-            raise DownloadError(
-                f"the connection closed early while downloading {source.name} ({received} of "
-                f"{length} bytes); run the download again to resume from {part}"
-            )
-        digest = hasher.hexdigest()
-        break
+        digest = _fetch_once(source, part, progress=progress, timeout=timeout)
+        if digest is not None:
+            break
     else:
         raise DownloadError(f"could not download {source.name} from {source.url}: no usable reply")
+    _check_digest(source, part, digest)
+    os.replace(part, dest)
 
+
+def _fetch_once(source: Source, part: Path, *, progress: bool, timeout: float) -> str | None:
+    """One request for what ``part`` lacks, appended to it (or written anew on a full reply).
+
+    Returns the sha256 of the whole file in ``part``, or None when the reply could not be used
+    and the partial file was deleted (ask again, from the start)."""
+    offset = _resume_offset(source, part)
+    response = _open(source, part, offset, timeout)
+    if response is None:  # range not satisfiable: the partial file may already be whole
+        return _digest_if_whole(source, part)
+    with response:
+        start = _start_writing(source, response, part, offset)
+        if start is None:
+            return None
+        offset, mode, hasher = start
+        length = _int_or_none(response.headers.get("Content-Length"))
+        total = (
+            source.size
+            if source.size is not None
+            else (offset + length if length is not None else None)
+        )
+        received = _stream(source, response, part, mode, hasher, offset, total, progress)
+    if length is not None and received != length:
+        raise DownloadError(
+            f"the connection closed early while downloading {source.name} ({received} of "
+            f"{length} bytes); run the download again to resume from {part}"
+        )
+    return hasher.hexdigest()
+
+
+def _resume_offset(source: Source, part: Path) -> int:
+    """The number of bytes already in ``part`` (0 if none); a partial file larger than the
+    source's known size is deleted (0)."""
+    offset = part.stat().st_size if part.is_file() else 0
+    if source.size is not None and offset > source.size:
+        part.unlink()
+        offset = 0
+    return offset
+
+
+def _open(
+    source: Source, part: Path, offset: int, timeout: float
+) -> http.client.HTTPResponse | None:
+    """Request ``source.url`` from byte ``offset`` on (the whole file if 0).
+
+    Returns the open response, or None when the server answers a range request with HTTP 416
+    (range not satisfiable). Any other failure is a `DownloadError`."""
+    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(source.url, headers=headers)
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)  # scheme checked by _check_url
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and offset:
+            return None
+        raise DownloadError(
+            f"downloading {source.name} from {source.url} failed: HTTP {exc.code} {exc.reason}"
+        ) from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        raise DownloadError(
+            f"could not reach {source.url} to download {source.name}: "
+            f"{getattr(exc, 'reason', exc)}. Check the network and run the download again"
+            + (f"; the partial download {part} will be resumed." if offset else ".")
+        ) from None
+
+
+def _digest_if_whole(source: Source, part: Path) -> str | None:
+    """The pinned sha256 if ``part`` already is the whole pinned file; otherwise ``part`` is
+    deleted and None returned (download again from the start)."""
+    if source.sha256 is not None and _sha256_file(part) == source.sha256:
+        return source.sha256
+    part.unlink()
+    return None
+
+
+def _start_writing(
+    source: Source, response: http.client.HTTPResponse, part: Path, offset: int
+) -> tuple[int, str, hashlib._Hash] | None:
+    """How to write the body of ``response`` into ``part``: ``(offset, file mode, hasher)``.
+
+    A 206 reply to a range request is appended (the hasher already holds the bytes kept); a
+    200 reply replaces the partial file (offset 0). Returns None, deleting ``part``, when a 206
+    reply covers some other range than the one asked for; any other status is a
+    `DownloadError`."""
+    status = response.status
+    if status == 206 and offset:
+        if _content_range_start(response.headers.get("Content-Range")) != offset:
+            part.unlink()  # the server sent some other range: start over
+            return None
+        return offset, "ab", _sha256_of(part)
+    if status == 200:
+        return 0, "wb", hashlib.sha256()
+    raise DownloadError(
+        f"downloading {source.name} from {source.url}: unexpected HTTP status {status}"
+    )
+
+
+def _check_digest(source: Source, part: Path, digest: str) -> None:
+    """Compare the sha256 of the download with the pinned one (a mismatch deletes ``part`` and
+    is an `InputError`), or log it when the source has none."""
     if source.sha256 is not None:
         if digest != source.sha256:
             part.unlink(missing_ok=True)
@@ -485,7 +533,6 @@ def _fetch(source: Source, dest: Path, *, progress: bool, timeout: float) -> Non
             source.name,
             digest,
         )
-    os.replace(part, dest)
 
 
 def _stream(

@@ -59,12 +59,10 @@ class Interactions:
         """Encode raw ids to codes, sort, count (and drop if asked) exact duplicates, validate.
 
         This is the one builder of the table: the file loaders parse and check their columns,
-        then call it. It is built for large inputs (10M rows in a few CPU-seconds): ids are
-        count-encoded (integers in a dense range) or hash-encoded, and only the distinct ids are
-        sorted; rows are ordered by one stable argsort of a combined int64 (user, time) key
-        (skipped when the rows are already in order); exact duplicates are looked for only among
-        rows that tie on (user, time). The result is the same as the plain definition: codes in
-        sorted order of the original ids, rows in lexicographic (user, timestamp, row) order.
+        then call it. It is built for large inputs (10M rows in a few CPU-seconds; see
+        `encode_ids`, `_sort_rows` and `_exact_duplicate_mask` for how), and the result is the
+        same as the plain definition: codes in sorted order of the original ids, rows in
+        lexicographic (user, timestamp, row) order.
 
         Args:
             user, item: original ids, one per row in input order: numpy arrays (or anything
@@ -92,55 +90,21 @@ class Interactions:
 
         The returned arrays never share memory with the inputs.
         """
-        if duplicates not in ("keep", "drop"):
-            raise InputError(f"duplicates policy must be keep or drop; got {duplicates!r}")
-        n = len(user)
-        if not (len(item) == len(timestamp) == len(reward) == n):
-            raise InputError(f"{source}: columns have different lengths")
-        extra = dict(extra_columns or {})
-        for name, col in [("propensity", propensity), ("tiebreak", tiebreak), *extra.items()]:
-            if col is not None and len(col) != n:
-                raise InputError(f"{source}: column {name!r} has {len(col)} rows, expected {n}")
-        if n == 0:
-            raise InputError("no interactions (the file has no data rows)", path=source or None)
-        ts = np.asarray(timestamp).astype(np.int64, copy=False)
-        rw = np.ascontiguousarray(reward, dtype=np.float32)
-        prop = None if propensity is None else np.asarray(propensity, dtype=np.float32)
-        _check_values(rw, prop, source)  # rows named in input order, before the sort
-        ucode, user_ids = encode_ids(user)
-        icode, found = encode_ids(item)
-        if item_ids is None:
-            item_ids = found
-        else:
-            icode, item_ids = _to_catalog(icode, found, item_ids, source)
-        del found
-        meta = dict(meta or {})
-
+        extra = _check_lengths(user, item, timestamp, reward, propensity, tiebreak, extra_columns,
+                               source=source, duplicates=duplicates)
         # the columns travel in a dict so that each unsorted array is freed as soon as its
         # sorted copy exists (10M rows: 80 MB per int64 column)
-        cols = {"user": ucode, "item": icode, "timestamp": ts, "reward": rw, "propensity": prop}
-        del ucode, icode, ts, rw, prop
+        cols, user_ids, item_ids = _encode_columns(user, item, timestamp, reward, propensity,
+                                                   item_ids, source)
+        meta = dict(meta or {})
         order = _sort_rows(cols, len(user_ids), len(item_ids), tiebreak)
         if order is None:  # already in order: the arrays may still be the caller's
-            for name, src in (("timestamp", timestamp), ("reward", reward), ("propensity", propensity)):
-                cols[name] = None if cols[name] is None else _fresh(cols[name], src)
-        for name, col in extra.items():
-            v = np.asarray(col)
-            extra[name] = v.copy() if order is None else v[order]
+            _unshare(cols, timestamp=timestamp, reward=reward, propensity=propensity)
+        extra = _reorder(extra, order)
         del order
-
-        ucode, icode, ts, rw, prop = (cols.pop(k) for k in ("user", "item", "timestamp", "reward", "propensity"))
-        dup = _exact_duplicate_mask(ucode, icode, ts, rw)
-        meta["exact_duplicates"] = int(dup.sum())
-        meta["duplicates_policy"] = duplicates
-        if duplicates == "drop" and dup.any():
-            keep = ~dup
-            ucode, icode, ts, rw = ucode[keep], icode[keep], ts[keep], rw[keep]
-            prop = None if prop is None else prop[keep]
-            extra = {name: v[keep] for name, v in extra.items()}
-        del dup
+        extra = _count_duplicates(cols, extra, duplicates, meta)
         meta.update(extra)
-        out = cls(ucode, icode, ts, rw, user_ids, item_ids, prop, source, meta)
+        out = cls(**cols, user_ids=user_ids, item_ids=item_ids, source=source, meta=meta)
         out.validate()
         return out
 
@@ -216,6 +180,81 @@ class Interactions:
 
 
 # ---------------------------------------------------------------------------- building blocks of from_raw
+def _check_lengths(user: Any, item: Any, timestamp: Any, reward: Any, propensity: Any,
+                   tiebreak: Any, extra_columns: dict[str, np.ndarray] | None, *, source: str,
+                   duplicates: str) -> dict[str, np.ndarray]:
+    """The duplicates policy is known, every column has the same number of rows, and there is at
+    least one row; returns the extra columns as a new dict (name -> per-row array)."""
+    if duplicates not in ("keep", "drop"):
+        raise InputError(f"duplicates policy must be keep or drop; got {duplicates!r}")
+    n = len(user)
+    if not (len(item) == len(timestamp) == len(reward) == n):
+        raise InputError(f"{source}: columns have different lengths")
+    extra = dict(extra_columns or {})
+    for name, col in [("propensity", propensity), ("tiebreak", tiebreak), *extra.items()]:
+        if col is not None and len(col) != n:
+            raise InputError(f"{source}: column {name!r} has {len(col)} rows, expected {n}")
+    if n == 0:
+        raise InputError("no interactions (the file has no data rows)", path=source or None)
+    return extra
+
+
+def _encode_columns(user: Any, item: Any, timestamp: Any, reward: Any, propensity: Any,
+                    item_ids: np.ndarray | None, source: str
+                    ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Raw columns (input order) -> `(cols, user_ids, item_ids)`.
+
+    `cols` maps user, item (int64 codes), timestamp (int64), reward (float32) and propensity
+    (float32 or None) to arrays of the input's length, still in input order; values are checked
+    first, so a bad one is named by its input row. `item_ids` is the catalog if one is given
+    (an item outside it is an `InputError`), else the distinct items found."""
+    ts = np.asarray(timestamp).astype(np.int64, copy=False)
+    rw = np.ascontiguousarray(reward, dtype=np.float32)
+    prop = None if propensity is None else np.asarray(propensity, dtype=np.float32)
+    _check_values(rw, prop, source)  # rows named in input order, before the sort
+    ucode, user_ids = encode_ids(user)
+    icode, found = encode_ids(item)
+    if item_ids is None:
+        item_ids = found
+    else:
+        icode, item_ids = _to_catalog(icode, found, item_ids, source)
+    cols = {"user": ucode, "item": icode, "timestamp": ts, "reward": rw, "propensity": prop}
+    return cols, user_ids, item_ids
+
+
+def _unshare(cols: dict[str, Any], **inputs: Any) -> None:
+    """Replace each column of `cols` named in `inputs` by a copy if it is (a view of) the
+    caller's input array of that name or read-only (rows that were already in order were not
+    moved, so the casts may have returned the inputs themselves)."""
+    for name, src in inputs.items():
+        cols[name] = None if cols[name] is None else _fresh(cols[name], src)
+
+
+def _reorder(extra: dict[str, Any], order: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The extra per-row columns in table order: gathered by the row `order`, or copied when
+    `order` is None (rows already in order)."""
+    out = {}
+    for name, col in extra.items():
+        v = np.asarray(col)
+        out[name] = v.copy() if order is None else v[order]
+    return out
+
+
+def _count_duplicates(cols: dict[str, Any], extra: dict[str, np.ndarray], duplicates: str,
+                      meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Record the number of exact duplicate rows and the policy in `meta`; under `drop`, remove
+    the duplicates from the sorted columns in `cols` (in place) and from `extra` (returned)."""
+    dup = _exact_duplicate_mask(cols["user"], cols["item"], cols["timestamp"], cols["reward"])
+    meta["exact_duplicates"] = int(dup.sum())
+    meta["duplicates_policy"] = duplicates
+    if duplicates == "drop" and dup.any():
+        keep = ~dup
+        for name in list(cols):
+            cols[name] = None if cols[name] is None else cols[name][keep]
+        extra = {name: v[keep] for name, v in extra.items()}
+    return extra
+
+
 def _check_values(reward: np.ndarray, prop: np.ndarray | None, source: str) -> None:
     """Rewards finite, propensities in (0, 1]; the first bad one is named by its input row."""
     bad = ~np.isfinite(reward)
@@ -365,7 +404,9 @@ def _sort_rows(cols: dict[str, Any], n_users: int, n_items: int, tiebreak: np.nd
                ) -> np.ndarray | None:
     """Sort the columns in `cols` (user, item, timestamp, reward, propensity: equal-length
     arrays, propensity may be None) by (user, timestamp, tiebreak, input row), replacing them in
-    the dict one by one so that each unsorted array can be freed early.
+    the dict one by one so that each unsorted array can be freed early. The rows are ordered by
+    one stable argsort of a combined int64 (user, time) key where that fits (a lexsort
+    otherwise), and not moved at all when they are already in order.
 
     Returns the row order, or None when the rows were already in order (nothing was moved)."""
     u, ts = cols["user"], cols["timestamp"]

@@ -147,58 +147,99 @@ def target_ranks(
     tie-breaking would hand it the score of a random ranker; with pessimistic ties a model earns
     a good rank only by scoring the target strictly above the other items.
 
+    The target's score is taken from the same matmul call as the items it is compared with, so
+    that exact ties stay exact (see `_chunk_beats`).
+    """
+    n_items = _check_ranking_inputs(query, item_weight, item_chunk)
+    n_users = query.shape[0]
+    targets = _check_targets(targets, temperature, n_users, n_items, query.device)
+    if n_users == 0:
+        return torch.zeros(0, dtype=torch.long, device=query.device)
+    ex_rows, ex_tokens = _exclusions_but_targets(exclude, targets, n_items, query.device)
+    uniq, inverse = torch.unique(targets, return_inverse=True)
+    users = torch.arange(n_users, device=query.device)
+    above = torch.zeros(n_users, dtype=torch.long, device=query.device)
+    bounds = _chunk_bounds(n_items, int(item_chunk))
+    for (start, end), (lo, hi) in zip(bounds, _pair_slices(ex_tokens, bounds)):
+        beats = _chunk_beats(query, item_weight, start, end, uniq, inverse, temperature)
+        if hi > lo:
+            beats[ex_rows[lo:hi], ex_tokens[lo:hi] - start] = False  # excluded: not a rival
+        inside = (targets >= start) & (targets < end)
+        beats[users[inside], targets[inside] - start] = False  # the target is not its own rival
+        above += beats.sum(dim=1, dtype=torch.int32)  # an int32 count avoids an int64 copy of beats
+    return above + 1
+
+
+def _check_targets(
+    targets: Tensor, temperature: float, n_users: int, n_items: int, device: torch.device
+) -> Tensor:
+    """Validate `temperature` (finite, > 0) and `targets` (`U` item tokens in `1..N`); returns the
+    targets as a `[U] long` tensor on `device`."""
+    if not temperature > 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    targets = torch.as_tensor(targets).to(device=device, dtype=torch.long)
+    if targets.shape != (n_users,):
+        raise ValueError(f"targets must be [U] = [{n_users}], got shape {tuple(targets.shape)}")
+    if n_users and (int(targets.min()) < 1 or int(targets.max()) > n_items):
+        raise ValueError(f"targets must be item tokens in 1..{n_items} (0 is padding)")
+    return targets
+
+
+def _exclusions_but_targets(
+    exclude: Exclude | None, targets: Tensor, n_items: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """The exclusion pairs `(rows [P] long, tokens [P] long)` of `_exclusion_pairs`, sorted by
+    token, without the pairs that name the row's own target (`targets [U]`): a target is never
+    excluded."""
+    ex_rows, ex_tokens = _exclusion_pairs(exclude, targets.shape[0], n_items, device)
+    not_target = ex_tokens != targets[ex_rows]
+    return ex_rows[not_target], ex_tokens[not_target]
+
+
+def _chunk_beats(
+    query: Tensor,
+    item_weight: Tensor,
+    start: int,
+    end: int,
+    uniq: Tensor,
+    inverse: Tensor,
+    temperature: float,
+) -> Tensor:
+    """Which items of the token range `[start, end)` score at least as high as each user's target.
+
+    Args:
+        query: `[U, D]`; scores are computed in its dtype and on its device.
+        item_weight: `[N + 1, D]` tied item table (any device).
+        uniq, inverse: `torch.unique(targets, return_inverse=True)` of the `[U]` target tokens:
+            the `[T]` distinct targets, and for each user the index of its target in `uniq`.
+        temperature: scores are divided by it (unless it is 1).
+
+    Returns:
+        `[U, end - start] bool`: `not (s_j < s_target)` for each item `j` of the chunk, so ties
+        (and NaN) count as ranked above the target. Nothing is excluded yet, not even the target.
+
     The target's score is taken from the *same* matmul call as the items it is compared with:
-    each chunk's matmul also scores the distinct targets that lie outside the chunk. A separately
+    the matmul also scores the distinct targets that lie outside the chunk. A separately
     computed dot product `(query * item_weight[t]).sum(-1)` rounds differently from a matmul
     column in most cases (measured: ~80% of users in float32), which would break exact ties
     either way at random and let a constant-score model win them. Within one matmul, equal item
     rows give equal scores, so ties are exact.
     """
-    n_items = _check_ranking_inputs(query, item_weight, item_chunk)
-    if not temperature > 0 or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-    n_users = query.shape[0]
     device, dtype = query.device, query.dtype
-    targets = torch.as_tensor(targets).to(device=device, dtype=torch.long)
-    if targets.shape != (n_users,):
-        raise ValueError(f"targets must be [U] = [{n_users}], got shape {tuple(targets.shape)}")
-    if n_users == 0:
-        return torch.zeros(0, dtype=torch.long, device=device)
-    if int(targets.min()) < 1 or int(targets.max()) > n_items:
-        raise ValueError(f"targets must be item tokens in 1..{n_items} (0 is padding)")
-
-    ex_rows, ex_tokens = _exclusion_pairs(exclude, n_users, n_items, device)
-    not_target = ex_tokens != targets[ex_rows]  # the target is never excluded
-    ex_rows, ex_tokens = ex_rows[not_target], ex_tokens[not_target]
-
-    uniq, inverse = torch.unique(targets, return_inverse=True)
-    users = torch.arange(n_users, device=device)
-    above = torch.zeros(n_users, dtype=torch.long, device=device)
-    bounds = _chunk_bounds(n_items, int(item_chunk))
-    for (start, end), (lo, hi) in zip(bounds, _pair_slices(ex_tokens, bounds)):
-        width = end - start
-        w = item_weight[start:end].to(device=device, dtype=dtype)
-        if not bool(torch.isfinite(w).all()):
-            raise ValueError(f"item_weight has NaN or infinite values in rows {start}..{end - 1}")
-        # Score the distinct targets outside this chunk in the same matmul (see docstring).
-        outside = (uniq < start) | (uniq >= end)
-        extra = uniq[outside]
-        if extra.numel():
-            w = torch.cat(
-                [w, item_weight[extra.to(item_weight.device)].to(device=device, dtype=dtype)]
-            )
-        scores = query @ w.T  # [U, width + #extra]
-        if temperature != 1.0:
-            scores = scores / temperature
-        col_of_uniq = torch.where(outside, width + torch.cumsum(outside, 0) - 1, uniq - start)
-        s_target = scores.gather(1, col_of_uniq[inverse].unsqueeze(1))  # [U, 1]
-        beats = ~(scores[:, :width] < s_target)  # [U, width] bool: ranked above the target
-        if hi > lo:
-            beats[ex_rows[lo:hi], ex_tokens[lo:hi] - start] = False
-        inside = (targets >= start) & (targets < end)
-        beats[users[inside], targets[inside] - start] = False  # the target is not its own rival
-        above += beats.sum(dim=1, dtype=torch.int32)  # an int32 count avoids an int64 copy of beats
-    return above + 1
+    width = end - start
+    w = item_weight[start:end].to(device=device, dtype=dtype)
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError(f"item_weight has NaN or infinite values in rows {start}..{end - 1}")
+    outside = (uniq < start) | (uniq >= end)
+    extra = uniq[outside]
+    if extra.numel():
+        w = torch.cat([w, item_weight[extra.to(item_weight.device)].to(device=device, dtype=dtype)])
+    scores = query @ w.T  # [U, width + #extra]
+    if temperature != 1.0:
+        scores = scores / temperature
+    col_of_uniq = torch.where(outside, width + torch.cumsum(outside, 0) - 1, uniq - start)
+    s_target = scores.gather(1, col_of_uniq[inverse].unsqueeze(1))  # [U, 1]
+    return ~(scores[:, :width] < s_target)
 
 
 @torch.no_grad()
