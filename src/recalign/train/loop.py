@@ -2,10 +2,10 @@
 
 The loop knows nothing about methods: it draws batches of training windows, asks an *objective*
 for `(loss, diagnostics)`, and does the optimisation around it: AdamW (`train.optimizer =
-sparse_adam`: SparseAdam on the item table, see `make_optimizers`), linear warmup then constant
-or cosine decay, gradient accumulation and clipping, bf16 autocast on GPU, validation every
-`eval_every` epochs with early stopping on validation NDCG@10, an atomic resume checkpoint after
-every epoch, and a guard that stops the run, naming the step and batch, when the loss is not
+sparse_adam`: SparseAdam on the item table, see `recalign.train.optim`), linear warmup then
+constant or cosine decay, gradient accumulation and clipping, bf16 autocast on GPU, validation
+every `eval_every` epochs with early stopping on validation NDCG@10, an atomic resume checkpoint
+after every epoch, and a guard that stops the run, naming the step and batch, when the loss is not
 finite.
 
 Determinism: the batch order of epoch `e` comes from a numpy generator whose state is saved with
@@ -39,10 +39,14 @@ from tqdm.auto import tqdm
 
 from recalign.config import TrainConfig
 from recalign.data.sequences import SeqBatch, SequenceData
-from recalign.errors import InputError, RecalignError
+from recalign.errors import RecalignError
 from recalign.models.recommender import Recommender
 from recalign.train import checkpoint as ckpt
 from recalign.train import distributed
+from recalign.train.optim import OptimizerBundle, clip_grad_norm, lr_lambda, make_optimizers
+
+__all__ = ["FitResult", "NextItemObjective", "NonFiniteLoss", "Objective", "ObjectiveModule", "OptimizerBundle",
+           "clip_grad_norm", "fit", "lr_lambda", "make_optimizers", "rank_windows", "resolve_device"]
 
 
 class Objective(Protocol):
@@ -120,62 +124,6 @@ def _rank_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def make_optimizers(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> list[torch.optim.Optimizer]:
-    """`train.optimizer`: `adamw` -> `[AdamW(all parameters)]`; `sparse_adam` -> `[AdamW(all but
-    the item table), SparseAdam(item table)]` (the model is switched to sparse item gradients)."""
-    if cfg.optimizer == "adamw":
-        return [torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  fused=device.type == "cuda")]
-    if cfg.optimizer != "sparse_adam":
-        raise InputError(f"unknown train.optimizer {cfg.optimizer!r}; valid: adamw, sparse_adam")
-    if cfg.weight_decay > 0:
-        raise InputError("train.optimizer = sparse_adam has no weight decay on the item table (SparseAdam has none); "
-                         "set train.weight_decay = 0 or use train.optimizer = adamw")
-    if not hasattr(model, "set_sparse_item_grad"):
-        raise InputError(f"train.optimizer = sparse_adam is for policies with model.head = sampled; "
-                         f"{type(model).__name__} scores items densely (use train.optimizer = adamw)")
-    model.set_sparse_item_grad(True)
-    table = model.item_weight
-    dense = [p for p in model.parameters() if p is not table]
-    return [torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"),
-            torch.optim.SparseAdam([table], lr=cfg.lr)]
-
-
-def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> None:
-    """`torch.nn.utils.clip_grad_norm_`, also for sparse gradients (which it does not take):
-    sparse ones are coalesced and count by the norm of their values."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not any(g.is_sparse for g in grads):
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
-        return
-    sq = []
-    for p in params:
-        if p.grad is None:
-            continue
-        if p.grad.is_sparse:
-            p.grad = p.grad.coalesce()
-            sq.append(p.grad.values().float().pow(2).sum())
-        else:
-            sq.append(p.grad.float().pow(2).sum())
-    total = torch.stack(sq).sum().sqrt()
-    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for p in params:
-        if p.grad is not None:
-            p.grad.mul_(coef.to(p.grad.dtype))
-
-
-def lr_lambda(warmup: int, total: int, cosine: bool) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if warmup > 0 and step < warmup:
-            return (step + 1) / warmup
-        if not cosine or total <= warmup:
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return f
-
-
 @dataclass
 class FitResult:
     best: dict[str, Any] = field(default_factory=dict)
@@ -237,15 +185,7 @@ def fit(
     if cfg.max_steps > 0:
         total_steps = min(total_steps, cfg.max_steps)
 
-    if cfg.optimizer == "sparse_adam" and world > 1:
-        raise InputError("train.optimizer = sparse_adam runs in one process only: DistributedDataParallel would have "
-                         "to all-reduce sparse gradients, which NCCL cannot do; use train.optimizer = adamw with torchrun")
-    opts = make_optimizers(model, cfg, device)
-    opt, extra_opts = opts[0], opts[1:]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, total_steps, cfg.cosine))
-    for o in extra_opts:  # the same schedule: copy the lr of the scheduled optimizer after every change
-        for g in o.param_groups:
-            g["lr"] = opt.param_groups[0]["lr"]
+    opt = OptimizerBundle(model, cfg, device, total_steps, world=world)
     ddp = None
     try:
         np_rng = np.random.default_rng(cfg.seed)
@@ -255,8 +195,8 @@ def fit(
         elapsed_before = 0.0
         resume_dir = ckpt.find_resume(run_dir) if resume else None
         if resume_dir is not None:
-            st = ckpt.load_resume(resume_dir, model, opts, np_rng)
-            sched.load_state_dict(st["scheduler"])
+            st = ckpt.load_resume(resume_dir, model, opt.optimizers, np_rng)
+            opt.scheduler.load_state_dict(st["scheduler"])
             start_epoch, step, bad_evals = st["epoch"] + 1, st["step"], st["bad_evals"]
             best_val = st["best_val"] if st["best_val"] is not None else -math.inf
             res.best, res.best_epoch, res.history = st["best"], st["best_epoch"], st["history"]
@@ -268,11 +208,10 @@ def fit(
             total_steps = step + steps_per_epoch * max(0, cfg.epochs - start_epoch)
             if cfg.max_steps > 0:
                 total_steps = min(total_steps, cfg.max_steps)
-            sched.lr_lambdas = [lr_lambda(cfg.warmup_steps, total_steps, cfg.cosine)] * len(opt.param_groups)
+            opt.reschedule(total_steps)
             if main:
                 print(f"recalign: resuming {run_dir} at epoch {start_epoch} (step {step})", file=sys.stderr)
 
-        params = [p for o in opts for g in o.param_groups for p in g["params"]]
         if world > 1:
             # find_unused_parameters stays False: every stage's loss uses every trainable parameter of
             # the model (backbone and tied item table; the heads have none), and a DDP that had to
@@ -297,9 +236,7 @@ def fit(
             bad_batches = torch.zeros(batches_per_epoch, dtype=torch.bool, device=device)
             epoch_start_step = step
             n_batches = 0
-            opt.zero_grad(set_to_none=True)
-            for o in extra_opts:
-                o.zero_grad(set_to_none=True)
+            opt.zero_grad()
             for b in range(batches_per_epoch):
                 batch = seq.train_batch(rank_windows(order, b, micro, world, rank))
                 if device.type == "cuda":
@@ -320,22 +257,9 @@ def fit(
                 loss_sum += loss.detach().float()
                 n_batches += 1
                 if last_micro:
-                    if cfg.clip_grad > 0:
-                        if extra_opts:
-                            clip_grad_norm(params, cfg.clip_grad)
-                        else:
-                            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    if extra_opts:
-                        _check_sparse_grads(extra_opts)
+                    opt.clip(cfg.clip_grad)
                     opt.step()
-                    for o in extra_opts:
-                        o.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
-                    for o in extra_opts:
-                        o.zero_grad(set_to_none=True)
-                        for g in o.param_groups:
-                            g["lr"] = opt.param_groups[0]["lr"]
+                    opt.zero_grad()
                     step += 1
                     if on_step is not None:
                         on_step(step)
@@ -393,18 +317,17 @@ def fit(
                 print(f"recalign: {msg}", file=sys.stderr)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)
-            ckpt.save_resume(run_dir, model, opts, np_rng, {
+            ckpt.save_resume(run_dir, model, opt.optimizers, np_rng, {
                 "epoch": epoch, "step": step, "bad_evals": bad_evals,
                 "best_val": None if best_val == -math.inf else best_val, "best": res.best,
-                "best_epoch": res.best_epoch, "history": res.history, "scheduler": sched.state_dict(),
+                "best_epoch": res.best_epoch, "history": res.history, "scheduler": opt.scheduler.state_dict(),
                 "seconds": time.perf_counter() - t0, "seconds_to_best": res.seconds_to_best,
                 "stopped": stop,
             })
     finally:
         if ddp is not None and hasattr(ddp, "_remove_autograd_hooks"):
             ddp._remove_autograd_hooks()  # the model may be trained again (another stage, another wrapper)
-        if extra_opts:
-            model.set_sparse_item_grad(False)
+        opt.close()
     if world > 1:
         distributed.barrier()  # rank 0's files are complete before anyone reads them
     res.epochs_run = len(res.history)
@@ -412,12 +335,3 @@ def fit(
     res.seconds = time.perf_counter() - t0
     return res
 
-
-def _check_sparse_grads(extra_opts: list[torch.optim.Optimizer]) -> None:
-    for o in extra_opts:
-        for g in o.param_groups:
-            for p in g["params"]:
-                if p.grad is not None and not p.grad.is_sparse:
-                    raise InputError("train.optimizer = sparse_adam: this stage's loss gives the item table a dense "
-                                     "gradient (it forms full-catalog logits, as dpo, ppo, ips, cql, asft and the "
-                                     "reward model do); use train.optimizer = adamw for it")
