@@ -2,11 +2,16 @@
 
 The loop knows nothing about methods: it draws batches of training windows, asks an *objective*
 for `(loss, diagnostics)`, and does the optimisation around it: AdamW (`train.optimizer =
-sparse_adam`: SparseAdam on the item table, see `make_optimizers`), linear warmup then constant
-or cosine decay, gradient accumulation and clipping, bf16 autocast on GPU, validation every
-`eval_every` epochs with early stopping on validation NDCG@10, an atomic resume checkpoint after
-every epoch, and a guard that stops the run, naming the step and batch, when the loss is not
+sparse_adam`: SparseAdam on the item table, see `recalign.train.optim`), linear warmup then
+constant or cosine decay, gradient accumulation and clipping, bf16 autocast on GPU, validation
+every `eval_every` epochs with early stopping on validation NDCG@10, an atomic resume checkpoint
+after every epoch, and a guard that stops the run, naming the step and batch, when the loss is not
 finite.
+
+`fit` reads top to bottom: `_setup` (run folder, processes, device, batches per epoch), the
+optimizers (`OptimizerBundle`), `_restore` (the loop's state, from the resume checkpoint when
+resuming), then per epoch `_train_epoch` (the batch loop: forward/backward, NaN guard, steps) and
+`_end_epoch` (validation, model selection, early stopping, logs, resume checkpoint).
 
 Determinism: the batch order of epoch `e` comes from a numpy generator whose state is saved with
 each checkpoint, and torch's RNG state (dropout, sampled negatives) is saved too, so on CPU a run
@@ -40,9 +45,13 @@ from tqdm.auto import tqdm
 from recalign import distributed
 from recalign.config import TrainConfig
 from recalign.data.sequences import SeqBatch, SequenceData
-from recalign.errors import InputError, RecalignError
+from recalign.errors import RecalignError
 from recalign.models.recommender import Recommender
 from recalign.train import checkpoint as ckpt
+from recalign.train.optim import OptimizerBundle, clip_grad_norm, lr_lambda, make_optimizers
+
+__all__ = ["FitResult", "NextItemObjective", "NonFiniteLoss", "Objective", "ObjectiveModule", "OptimizerBundle",
+           "clip_grad_norm", "fit", "lr_lambda", "make_optimizers", "rank_windows", "resolve_device"]
 
 
 class Objective(Protocol):
@@ -120,62 +129,6 @@ def _rank_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def make_optimizers(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> list[torch.optim.Optimizer]:
-    """`train.optimizer`: `adamw` -> `[AdamW(all parameters)]`; `sparse_adam` -> `[AdamW(all but
-    the item table), SparseAdam(item table)]` (the model is switched to sparse item gradients)."""
-    if cfg.optimizer == "adamw":
-        return [torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  fused=device.type == "cuda")]
-    if cfg.optimizer != "sparse_adam":
-        raise InputError(f"unknown train.optimizer {cfg.optimizer!r}; valid: adamw, sparse_adam")
-    if cfg.weight_decay > 0:
-        raise InputError("train.optimizer = sparse_adam has no weight decay on the item table (SparseAdam has none); "
-                         "set train.weight_decay = 0 or use train.optimizer = adamw")
-    if not hasattr(model, "set_sparse_item_grad"):
-        raise InputError(f"train.optimizer = sparse_adam is for policies with model.head = sampled; "
-                         f"{type(model).__name__} scores items densely (use train.optimizer = adamw)")
-    model.set_sparse_item_grad(True)
-    table = model.item_weight
-    dense = [p for p in model.parameters() if p is not table]
-    return [torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"),
-            torch.optim.SparseAdam([table], lr=cfg.lr)]
-
-
-def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> None:
-    """`torch.nn.utils.clip_grad_norm_`, also for sparse gradients (which it does not take):
-    sparse ones are coalesced and count by the norm of their values."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not any(g.is_sparse for g in grads):
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
-        return
-    sq = []
-    for p in params:
-        if p.grad is None:
-            continue
-        if p.grad.is_sparse:
-            p.grad = p.grad.coalesce()
-            sq.append(p.grad.values().float().pow(2).sum())
-        else:
-            sq.append(p.grad.float().pow(2).sum())
-    total = torch.stack(sq).sum().sqrt()
-    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for p in params:
-        if p.grad is not None:
-            p.grad.mul_(coef.to(p.grad.dtype))
-
-
-def lr_lambda(warmup: int, total: int, cosine: bool) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if warmup > 0 and step < warmup:
-            return (step + 1) / warmup
-        if not cosine or total <= warmup:
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return f
-
-
 @dataclass
 class FitResult:
     best: dict[str, Any] = field(default_factory=dict)
@@ -185,6 +138,50 @@ class FitResult:
     seconds: float = 0.0
     seconds_to_best: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+
+@dataclass
+class _Run:
+    """The fixed facts of one `fit` call: where it runs and how an epoch divides into batches."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    world: int  # processes (torchrun), 1 without
+    rank: int
+    n_win: int  # training windows
+    batches_per_epoch: int  # micro-batches of `cfg.batch_size` windows per process
+    steps_per_epoch: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self) -> Any:
+        """bf16 autocast on GPU with `train.bf16`, else nothing."""
+        if self.device.type == "cuda" and self.cfg.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def planned_steps(self, step: int, first_epoch: int) -> int:
+        """The run's total optimizer steps when epoch `first_epoch` starts at step `step`."""
+        total = step + self.steps_per_epoch * max(0, self.cfg.epochs - first_epoch)
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps > 0 else total
+
+
+@dataclass
+class _State:
+    """The loop's state, carried from epoch to epoch (the resume checkpoint saves it)."""
+
+    res: FitResult = field(default_factory=FitResult)
+    epoch: int = 0  # the next epoch to run
+    step: int = 0  # optimizer steps made
+    bad_evals: int = 0  # validations since the best one (early stopping)
+    best_val: float = -math.inf
+    seconds_before: float = 0.0  # training time before this process resumed the run
+    t0: float = 0.0  # perf_counter of the run's start (seconds_before earlier when resumed)
+    stop: bool = False  # early stopping or max_steps: no further epoch
 
 
 def fit(
@@ -213,211 +210,216 @@ def fit(
     model selection and early stopping follow rank 0's validation metrics, so every rank makes
     the same decisions.
     """
-    run_dir = Path(run_dir)
+    run = _setup(model, seq, cfg, Path(run_dir))
+    opt = OptimizerBundle(model, cfg, run.device, run.planned_steps(0, 0), world=run.world)
+    ddp = None
+    try:
+        np_rng = np.random.default_rng(cfg.seed)  # the batch order of every epoch
+        state = _restore(run, model, opt, np_rng, resume)
+        if run.world > 1:
+            ddp = _wrap_ddp(model, objective, run.device)
+        state.t0 = time.perf_counter() - state.seconds_before
+        model.train()
+        for epoch in range(state.epoch, cfg.epochs):
+            if state.stop:
+                break
+            train_loss = _train_epoch(run, state, epoch, model, seq, objective, ddp, opt, np_rng, on_step)
+            _end_epoch(run, state, epoch, train_loss, model, opt, np_rng, validate, select_metric, on_epoch_end)
+    finally:
+        if ddp is not None and hasattr(ddp, "_remove_autograd_hooks"):
+            ddp._remove_autograd_hooks()  # the model may be trained again (another stage, another wrapper)
+        opt.close()
+    if run.world > 1:
+        distributed.barrier()  # rank 0's files are complete before anyone reads them
+    res = state.res
+    res.epochs_run, res.steps, res.seconds = len(res.history), state.step, time.perf_counter() - state.t0
+    return res
+
+
+def _setup(model: Recommender, seq: SequenceData, cfg: TrainConfig, run_dir: Path) -> _Run:
+    """Create the run folder, join the process group (torchrun), move the model to its device,
+    count the batches of an epoch."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    world = distributed.world_size()
-    rank = distributed.rank()
-    main = rank == 0
+    world, rank = distributed.world_size(), distributed.rank()
     if world > 1:
         distributed.init()
     device = resolve_device(cfg.device)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     model.to(device)
-    use_amp = device.type == "cuda" and cfg.bf16
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
-
     n_win = seq.n_windows
     if n_win == 0:
         raise RecalignError("no training windows: every user has fewer than two training interactions")
-    micro = cfg.batch_size  # windows per micro-batch in each process
-    batches_per_epoch = math.ceil(n_win / (micro * world))
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps > 0:
-        total_steps = min(total_steps, cfg.max_steps)
+    batches_per_epoch = math.ceil(n_win / (cfg.batch_size * world))
+    return _Run(cfg, run_dir, device, world, rank, n_win, batches_per_epoch,
+                steps_per_epoch=math.ceil(batches_per_epoch / cfg.grad_accum))
 
-    if cfg.optimizer == "sparse_adam" and world > 1:
-        raise InputError("train.optimizer = sparse_adam runs in one process only: DistributedDataParallel would have "
-                         "to all-reduce sparse gradients, which NCCL cannot do; use train.optimizer = adamw with torchrun")
-    opts = make_optimizers(model, cfg, device)
-    opt, extra_opts = opts[0], opts[1:]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, total_steps, cfg.cosine))
-    for o in extra_opts:  # the same schedule: copy the lr of the scheduled optimizer after every change
-        for g in o.param_groups:
-            g["lr"] = opt.param_groups[0]["lr"]
-    ddp = None
-    try:
-        np_rng = np.random.default_rng(cfg.seed)
 
-        res = FitResult()
-        start_epoch, step, bad_evals, best_val = 0, 0, 0, -math.inf
-        elapsed_before = 0.0
-        resume_dir = ckpt.find_resume(run_dir) if resume else None
-        if resume_dir is not None:
-            st = ckpt.load_resume(resume_dir, model, opts, np_rng)
-            sched.load_state_dict(st["scheduler"])
-            start_epoch, step, bad_evals = st["epoch"] + 1, st["step"], st["bad_evals"]
-            best_val = st["best_val"] if st["best_val"] is not None else -math.inf
-            res.best, res.best_epoch, res.history = st["best"], st["best_epoch"], st["history"]
-            elapsed_before, res.seconds_to_best = st["seconds"], st["seconds_to_best"]
-            if st.get("stopped"):
-                start_epoch = cfg.epochs  # the run had already finished (early stopping or max_steps)
-            # the schedule's length from here on: the same as planned when resuming with the same
-            # number of processes; with another, the remaining epochs have another number of steps
-            total_steps = step + steps_per_epoch * max(0, cfg.epochs - start_epoch)
-            if cfg.max_steps > 0:
-                total_steps = min(total_steps, cfg.max_steps)
-            sched.lr_lambdas = [lr_lambda(cfg.warmup_steps, total_steps, cfg.cosine)] * len(opt.param_groups)
-            if main:
-                print(f"recalign: resuming {run_dir} at epoch {start_epoch} (step {step})", file=sys.stderr)
+def _restore(run: _Run, model: Recommender, opt: OptimizerBundle, np_rng: np.random.Generator,
+             resume: bool) -> _State:
+    """The loop's state at the start: a fresh one, or with `resume` the one of the run's resume
+    checkpoint, if any (weights, optimizer moments, schedule and RNG states are loaded too)."""
+    cfg, state = run.cfg, _State()
+    resume_dir = ckpt.find_resume(run.run_dir) if resume else None
+    if resume_dir is not None:
+        st = ckpt.load_resume(resume_dir, model, opt.optimizers, np_rng)
+        opt.scheduler.load_state_dict(st["scheduler"])
+        state.epoch, state.step, state.bad_evals = st["epoch"] + 1, st["step"], st["bad_evals"]
+        state.best_val = st["best_val"] if st["best_val"] is not None else -math.inf
+        res = state.res
+        res.best, res.best_epoch, res.history = st["best"], st["best_epoch"], st["history"]
+        state.seconds_before, res.seconds_to_best = st["seconds"], st["seconds_to_best"]
+        if st.get("stopped"):
+            state.epoch = cfg.epochs  # the run had already finished (early stopping or max_steps)
+        # the schedule's length from here on: the same as planned when resuming with the same
+        # number of processes; with another, the remaining epochs have another number of steps
+        opt.reschedule(run.planned_steps(state.step, state.epoch))
+        if run.main:
+            print(f"recalign: resuming {run.run_dir} at epoch {state.epoch} (step {state.step})", file=sys.stderr)
+    state.stop = state.step >= opt.total_steps if cfg.max_steps > 0 else False
+    return state
 
-        params = [p for o in opts for g in o.param_groups for p in g["params"]]
-        if world > 1:
-            # find_unused_parameters stays False: every stage's loss uses every trainable parameter of
-            # the model (backbone and tied item table; the heads have none), and a DDP that had to
-            # search the graph for unused ones would cost a traversal per step.
-            # broadcast_buffers=False: the models' buffers are constants computed identically on
-            # every rank (no running statistics), so there is nothing to broadcast per forward.
-            ddp = torch.nn.parallel.DistributedDataParallel(
-                ObjectiveModule(model, objective), device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=False, **_NO_BUFFER_SYNC)
-        t0 = time.perf_counter() - elapsed_before
-        stop = step >= total_steps if cfg.max_steps > 0 else False
-        model.train()
-        for epoch in range(start_epoch, cfg.epochs):
-            if stop:
-                break
-            order = np_rng.permutation(n_win)
-            if world > 1:
-                torch.manual_seed(_rank_seed(cfg.seed, epoch, rank))
-            bar = tqdm(total=batches_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
-                       disable=not (cfg.progress and main) or None, leave=False, mininterval=1.0)
-            loss_sum = torch.zeros((), device=device)
-            bad_batches = torch.zeros(batches_per_epoch, dtype=torch.bool, device=device)
-            epoch_start_step = step
-            n_batches = 0
-            opt.zero_grad(set_to_none=True)
-            for o in extra_opts:
-                o.zero_grad(set_to_none=True)
-            for b in range(batches_per_epoch):
-                batch = seq.train_batch(rank_windows(order, b, micro, world, rank))
-                if device.type == "cuda":
-                    batch = batch.pin_memory().to(device, non_blocking=True)
-                last_micro = (b + 1) % cfg.grad_accum == 0 or b + 1 == batches_per_epoch
-                if ddp is None:
-                    with autocast():
-                        loss, _diag = objective(model, batch)
-                    (loss / cfg.grad_accum).backward()
-                else:
-                    # gradients are all-reduced in the backward of the last micro-batch of a step
-                    with nullcontext() if last_micro else ddp.no_sync():
-                        with autocast():
-                            loss, _diag = ddp(batch)
-                        (loss / cfg.grad_accum).backward()
-                # NaN guard without a host sync per step: flag the batch on device, look at the flags later
-                bad_batches[b] = ~torch.isfinite(loss.detach())
-                loss_sum += loss.detach().float()
-                n_batches += 1
-                if last_micro:
-                    if cfg.clip_grad > 0:
-                        if extra_opts:
-                            clip_grad_norm(params, cfg.clip_grad)
-                        else:
-                            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    if extra_opts:
-                        _check_sparse_grads(extra_opts)
-                    opt.step()
-                    for o in extra_opts:
-                        o.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
-                    for o in extra_opts:
-                        o.zero_grad(set_to_none=True)
-                        for g in o.param_groups:
-                            g["lr"] = opt.param_groups[0]["lr"]
-                    step += 1
-                    if on_step is not None:
-                        on_step(step)
-                if device.type == "cpu" or b % 50 == 0 or b + 1 == batches_per_epoch:
-                    flags = bad_batches[: b + 1] if world == 1 else distributed.any_flag(bad_batches[: b + 1])
-                    flagged = flags.nonzero()
-                    if flagged.numel():
-                        fb = int(flagged[0])
-                        raise NonFiniteLoss(f"loss is not finite at step {epoch_start_step + fb // cfg.grad_accum} "
-                                            f"(epoch {epoch + 1}, batch {fb + 1}"
-                                            f"{f', on one of {world} processes' if world > 1 else ''}); lower the "
-                                            "learning rate or check the rewards/weights")
-                    if main:
-                        bar.set_postfix(loss=f"{float(loss_sum) / n_batches:.4f}", refresh=False)
-                bar.update(1)
-                if cfg.max_steps > 0 and step >= cfg.max_steps:
-                    stop = True
-                    break
-            bar.close()
-            if world == 1:
-                train_loss = float(loss_sum) / max(1, n_batches)
-            else:  # the mean over every rank's micro-batches
-                sums = distributed.all_reduce_sum(torch.stack([loss_sum.float(),
-                                                               torch.tensor(float(n_batches), device=device)]))
-                train_loss = float(sums[0]) / max(1.0, float(sums[1]))
-            record: dict[str, Any] = {"epoch": epoch + 1, "step": step, "train_loss": train_loss,
-                                      "seconds": round(time.perf_counter() - t0, 3)}
-            is_last = epoch + 1 == cfg.epochs or stop
-            if validate is not None and ((epoch + 1) % cfg.eval_every == 0 or is_last):
-                model.eval()
-                with torch.no_grad(), autocast():
-                    metrics = validate(model)
-                model.train()
-                record.update({f"valid/{k}": v for k, v in metrics.items()})
-                val = metrics.get(select_metric) if select_metric else 0.0
-                if world > 1:  # every rank decides on rank 0's number
-                    val = distributed.broadcast_float(val)
-                if val is not None and (val > best_val or not select_metric):
-                    best_val, bad_evals = val, 0
-                    res.best, res.best_epoch = dict(metrics), epoch + 1
-                    res.seconds_to_best = time.perf_counter() - t0
-                    ckpt.atomic_save_tensors(run_dir / "model.safetensors", ckpt.model_state(model))
-                else:
-                    bad_evals += 1
-                if select_metric and bad_evals >= cfg.patience:
-                    stop = True
-            elif validate is None:
-                ckpt.atomic_save_tensors(run_dir / "model.safetensors", ckpt.model_state(model))
-                res.best_epoch = epoch + 1
-            res.history.append(record)
-            ckpt.append_jsonl(run_dir / "metrics.jsonl", record)
-            msg = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
-                           if k in ("epoch", "train_loss", "valid/ndcg@10", "valid/hr@10", "seconds"))
-            if cfg.progress and main:
-                print(f"recalign: {msg}", file=sys.stderr)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, record)
-            ckpt.save_resume(run_dir, model, opts, np_rng, {
-                "epoch": epoch, "step": step, "bad_evals": bad_evals,
-                "best_val": None if best_val == -math.inf else best_val, "best": res.best,
-                "best_epoch": res.best_epoch, "history": res.history, "scheduler": sched.state_dict(),
-                "seconds": time.perf_counter() - t0, "seconds_to_best": res.seconds_to_best,
-                "stopped": stop,
-            })
-    finally:
-        if ddp is not None and hasattr(ddp, "_remove_autograd_hooks"):
-            ddp._remove_autograd_hooks()  # the model may be trained again (another stage, another wrapper)
-        if extra_opts:
-            model.set_sparse_item_grad(False)
+
+def _wrap_ddp(model: Recommender, objective: Objective, device: torch.device) -> torch.nn.Module:
+    """The objective as the forward of a `DistributedDataParallel` module (torchrun)."""
+    # find_unused_parameters stays False: every stage's loss uses every trainable parameter of
+    # the model (backbone and tied item table; the heads have none), and a DDP that had to
+    # search the graph for unused ones would cost a traversal per step.
+    # broadcast_buffers=False: the models' buffers are constants computed identically on
+    # every rank (no running statistics), so there is nothing to broadcast per forward.
+    return torch.nn.parallel.DistributedDataParallel(
+        ObjectiveModule(model, objective), device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=False, **_NO_BUFFER_SYNC)
+
+
+def _train_epoch(run: _Run, state: _State, epoch: int, model: Recommender, seq: SequenceData, objective: Objective,
+                 ddp: torch.nn.Module | None, opt: OptimizerBundle, np_rng: np.random.Generator,
+                 on_step: Callable[[int], None] | None) -> float:
+    """One epoch of optimizer steps (or fewer: `max_steps` sets `state.stop`); returns the mean
+    training loss over the micro-batches of every rank."""
+    cfg, world, rank = run.cfg, run.world, run.rank
+    order = np_rng.permutation(run.n_win)
     if world > 1:
-        distributed.barrier()  # rank 0's files are complete before anyone reads them
-    res.epochs_run = len(res.history)
-    res.steps = step
-    res.seconds = time.perf_counter() - t0
-    return res
+        torch.manual_seed(_rank_seed(cfg.seed, epoch, rank))
+    bar = tqdm(total=run.batches_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr,
+               disable=not (cfg.progress and run.main) or None, leave=False, mininterval=1.0)
+    loss_sum = torch.zeros((), device=run.device)
+    bad_batches = torch.zeros(run.batches_per_epoch, dtype=torch.bool, device=run.device)
+    epoch_start_step = state.step
+    n_batches = 0
+    opt.zero_grad()
+    for b in range(run.batches_per_epoch):
+        batch = seq.train_batch(rank_windows(order, b, cfg.batch_size, world, rank))
+        if run.device.type == "cuda":
+            batch = batch.pin_memory().to(run.device, non_blocking=True)
+        last_micro = (b + 1) % cfg.grad_accum == 0 or b + 1 == run.batches_per_epoch
+        loss = _forward_backward(run, model, objective, ddp, batch, last_micro)
+        # NaN guard without a host sync per step: flag the batch on device, look at the flags later
+        bad_batches[b] = ~torch.isfinite(loss.detach())
+        loss_sum += loss.detach().float()
+        n_batches += 1
+        if last_micro:
+            opt.clip(cfg.clip_grad)
+            opt.step()
+            opt.zero_grad()
+            state.step += 1
+            if on_step is not None:
+                on_step(state.step)
+        if run.device.type == "cpu" or b % 50 == 0 or b + 1 == run.batches_per_epoch:
+            _check_finite(run, bad_batches[: b + 1], epoch, epoch_start_step)
+            if run.main:
+                bar.set_postfix(loss=f"{float(loss_sum) / n_batches:.4f}", refresh=False)
+        bar.update(1)
+        if cfg.max_steps > 0 and state.step >= cfg.max_steps:
+            state.stop = True
+            break
+    bar.close()
+    if world == 1:
+        return float(loss_sum) / max(1, n_batches)
+    # the mean over every rank's micro-batches
+    sums = distributed.all_reduce_sum(torch.stack([loss_sum.float(), torch.tensor(float(n_batches), device=run.device)]))
+    return float(sums[0]) / max(1.0, float(sums[1]))
 
 
-def _check_sparse_grads(extra_opts: list[torch.optim.Optimizer]) -> None:
-    for o in extra_opts:
-        for g in o.param_groups:
-            for p in g["params"]:
-                if p.grad is not None and not p.grad.is_sparse:
-                    raise InputError("train.optimizer = sparse_adam: this stage's loss gives the item table a dense "
-                                     "gradient (it forms full-catalog logits, as dpo, ppo, ips, cql, asft and the "
-                                     "reward model do); use train.optimizer = adamw for it")
+def _forward_backward(run: _Run, model: Recommender, objective: Objective, ddp: torch.nn.Module | None,
+                      batch: SeqBatch, last_micro: bool) -> torch.Tensor:
+    """The loss of one micro-batch; its gradient, divided by `grad_accum`, is added to the
+    parameters' (under DDP, all-reduced in the backward of the last micro-batch of a step)."""
+    if ddp is None:
+        with run.autocast():
+            loss, _diag = objective(model, batch)
+        (loss / run.cfg.grad_accum).backward()
+        return loss
+    with nullcontext() if last_micro else ddp.no_sync():
+        with run.autocast():
+            loss, _diag = ddp(batch)
+        (loss / run.cfg.grad_accum).backward()
+    return loss
+
+
+def _check_finite(run: _Run, bad_batches: torch.Tensor, epoch: int, epoch_start_step: int) -> None:
+    """Raise `NonFiniteLoss` naming the first batch of the epoch so far (of any rank) whose loss
+    was not finite."""
+    flags = bad_batches if run.world == 1 else distributed.any_flag(bad_batches)
+    flagged = flags.nonzero()
+    if flagged.numel():
+        fb = int(flagged[0])
+        raise NonFiniteLoss(f"loss is not finite at step {epoch_start_step + fb // run.cfg.grad_accum} "
+                            f"(epoch {epoch + 1}, batch {fb + 1}"
+                            f"{f', on one of {run.world} processes' if run.world > 1 else ''}); lower the "
+                            "learning rate or check the rewards/weights")
+
+
+def _end_epoch(run: _Run, state: _State, epoch: int, train_loss: float, model: Recommender, opt: OptimizerBundle,
+               np_rng: np.random.Generator, validate: Callable[[Recommender], dict[str, Any]] | None,
+               select_metric: str | None, on_epoch_end: Callable[[int, dict[str, Any]], None] | None) -> None:
+    """Validate (every `eval_every` epochs and after the last), keep the best model, log the
+    epoch (metrics.jsonl, stderr, `on_epoch_end`) and write the resume checkpoint."""
+    cfg, res = run.cfg, state.res
+    record: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "train_loss": train_loss,
+                              "seconds": round(time.perf_counter() - state.t0, 3)}
+    is_last = epoch + 1 == cfg.epochs or state.stop
+    if validate is not None and ((epoch + 1) % cfg.eval_every == 0 or is_last):
+        metrics = _validate_and_select(run, state, epoch, model, validate, select_metric)
+        record.update({f"valid/{k}": v for k, v in metrics.items()})
+    elif validate is None:
+        ckpt.atomic_save_tensors(run.run_dir / "model.safetensors", ckpt.model_state(model))
+        res.best_epoch = epoch + 1
+    res.history.append(record)
+    ckpt.append_jsonl(run.run_dir / "metrics.jsonl", record)
+    msg = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                   if k in ("epoch", "train_loss", "valid/ndcg@10", "valid/hr@10", "seconds"))
+    if cfg.progress and run.main:
+        print(f"recalign: {msg}", file=sys.stderr)
+    if on_epoch_end is not None:
+        on_epoch_end(epoch, record)
+    ckpt.save_resume(run.run_dir, model, opt.optimizers, np_rng, {
+        "epoch": epoch, "step": state.step, "bad_evals": state.bad_evals,
+        "best_val": None if state.best_val == -math.inf else state.best_val, "best": res.best,
+        "best_epoch": res.best_epoch, "history": res.history, "scheduler": opt.scheduler.state_dict(),
+        "seconds": time.perf_counter() - state.t0, "seconds_to_best": res.seconds_to_best,
+        "stopped": state.stop,
+    })
+
+
+def _validate_and_select(run: _Run, state: _State, epoch: int, model: Recommender,
+                         validate: Callable[[Recommender], dict[str, Any]], select_metric: str | None) -> dict[str, Any]:
+    """Validate; save the model if it is the best so far on `select_metric` (every validated
+    model without one), else count toward early stopping (`patience`). Returns the metrics."""
+    model.eval()
+    with torch.no_grad(), run.autocast():
+        metrics = validate(model)
+    model.train()
+    val = metrics.get(select_metric) if select_metric else 0.0
+    if run.world > 1:  # every rank decides on rank 0's number
+        val = distributed.broadcast_float(val)
+    if val is not None and (val > state.best_val or not select_metric):
+        state.best_val, state.bad_evals = val, 0
+        state.res.best, state.res.best_epoch = dict(metrics), epoch + 1
+        state.res.seconds_to_best = time.perf_counter() - state.t0
+        ckpt.atomic_save_tensors(run.run_dir / "model.safetensors", ckpt.model_state(model))
+    else:
+        state.bad_evals += 1
+    if select_metric and state.bad_evals >= run.cfg.patience:
+        state.stop = True
+    return metrics
