@@ -3,9 +3,11 @@ expectations, exp_sft converges to `π*(a|c) ∝ π_β(a|c)·exp(r(c,a)/λ)`.
 
 Exact expectations without sampling: the behaviour policy and the context frequencies are given
 as integer counts `N[c, a]` (`ρ(c) = N_c/N`, `π_β(a|c) = N[c,a]/N_c`), and the "dataset" holds
-each `(c, a)` exactly `N[c, a]` times. Then `weighted_nll` over that dataset IS
+each `(c, a)` exactly `N[c, a]` times. Then the loss training calls (the full-softmax head's
+`loss`, which ends in `weighted_nll`) over that dataset IS
 `E_{c∼ρ, a∼π_β}[w(c,a)·(−log π(a|c))]`, and the weights go through the real
-`log_weights`/`normalize` code.
+`log_weights`/`normalize` code. The tabular policy is the head with one-hot context states:
+`hidden = e_c` and item table `item_weight[a + 1] = θ[·, a]`, so the logits are `θ[c, ·]`.
 
 For a logits table θ[c, ·] the gradient of that loss is
 `∇_{θ[c]} L = M_c·(π_θ(·|c) − π*(·|c))`, with `M_c = (1/N)·Σ_{rows in c} w` the mass of context
@@ -32,7 +34,7 @@ import math
 import pytest
 import torch
 
-from recalign.posttrain.losses import weighted_nll
+from recalign.models.heads import FullSoftmaxHead
 from recalign.posttrain.weights import global_log_max, global_log_z, log_weights, normalize
 
 LAM = 0.7
@@ -59,16 +61,19 @@ def weights(norm: str) -> torch.Tensor:
 
 
 def expected_loss(logits: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """E_{c∼ρ, a∼π_β}[w·(−log π(a|c))]; `logits` is [C, A] (tabular) or [A] (context-blind)."""
-    logp = torch.log_softmax(logits, -1)
-    logp_rows = logp[CTX, ACT] if logits.dim() == 2 else logp[ACT]
-    return weighted_nll(logp_rows, w)[0]
+    """E_{c∼ρ, a∼π_β}[w·(−log π(a|c))] through the training head; `logits` is [C, A] (tabular:
+    one-hot context states) or [A] (context-blind: one constant state)."""
+    table = logits.T if logits.dim() == 2 else logits[:, None]  # [A, D]: row a scores item a
+    item_weight = torch.cat([torch.zeros(1, table.shape[1], dtype=table.dtype), table])  # token a+1 = item a
+    hidden = torch.eye(C, dtype=table.dtype)[CTX] if logits.dim() == 2 else torch.ones(len(ACT), 1, dtype=table.dtype)
+    loss, _ = FullSoftmaxHead().loss(hidden[None], (ACT + 1)[None], w[None], item_weight)
+    return loss
 
 
 def minimise(shape: tuple[int, ...], w: torch.Tensor, iters: int = 100) -> torch.Tensor:
     """Damped Newton on the logits (the loss is convex in them), from uniform logits.
 
-    The gradient comes from autograd through `weighted_nll`, so a stationary point is a true
+    The gradient comes from autograd through the head's loss, so a stationary point is a true
     minimiser of the loss under test. The Hessian of a row of logits is the softmax
     cross-entropy's `m·(diag π − π·πᵀ)` (`m` = the row's weight mass); it only sets the step,
     and its pseudo-inverse steps orthogonally to the softmax's shift invariance. (Newton rather
