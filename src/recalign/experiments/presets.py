@@ -1,64 +1,93 @@
 """Recommended starting settings per dataset for `demo`, `sweep` and `reproduce`.
 
-Each preset is a list of ordinary `--set` overrides applied before the user's own (`--set`
-always wins). `sim` is the demo's world: small enough to simulate, pretrain and post-train five
-methods in a minute or two on 2 CPU cores. The MovieLens presets are the frozen pretraining
-configs of `configs/pretrain/` (SASRec 64×2, max length 50) with a CPU budget on epochs.
-`quick` variants exist for CI and smoke tests: they show the pipeline runs, not the science.
+The settings are TOML files shipped inside the package, in `src/recalign/configs/` (package data,
+so a wheel carries them; a checkout's top-level `configs/` is a link to that folder):
+
+    configs/experiments/sim.toml              the demo's world: small enough to simulate, pretrain
+                                              and post-train five methods in a minute or two on 2
+                                              CPU cores
+    configs/experiments/ml-100k.toml          the frozen pretraining configs (their `base`) with a
+    configs/experiments/ml-latest-small.toml  CPU budget on epochs, plus post-training and judges
+    configs/experiments/common.toml           every dataset: one torch thread, no progress bar
+    configs/experiments/quick-sim.toml        `--quick` for `sim`  } CI and smoke tests: they show
+    configs/experiments/quick-real.toml       `--quick` otherwise  } the pipeline runs, not the science
+    configs/pretrain/<dataset>-<model>.toml   frozen reference configs, with their expected metrics
+
+`preset_config` applies, each on top of the one before (where two set the same key, the later wins):
+
+1. the defaults of the config dataclasses (`recalign.config`), with `data.name` = the dataset;
+2. the dataset's preset, `configs/experiments/<dataset>.toml` (none for a file path or a name
+   without one); a preset's top-level `base = "dir/file.toml"` (relative to `configs/`) names a
+   file applied first, so a preset states only what it changes;
+3. `common.toml`;
+4. with `quick`: `quick-sim.toml` for `sim`, `quick-real.toml` for any other dataset;
+5. `data.data_dir` = `data_dir`, when given;
+6. the user's config file (`--config`);
+7. the user's overrides (`--set`, which always win).
 """
 
 from __future__ import annotations
 
+import sys
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from recalign import configlib
 from recalign.config import RunConfig, load_config
+from recalign.errors import InputError
 
-COMMON = ["train.progress=false", "train.num_threads=1"]  # tiny models: a 2nd thread costs more than it gains
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
-PRESETS: dict[str, list[str]] = {
-    "sim": [
-        "sim.n_users=1500", "sim.n_items=300", "sim.min_len=15", "sim.max_len=40", "sim.noise_scale=1.0",
-        "model.dim=32", "model.layers=2", "model.heads=2", "model.max_len=30", "model.dropout=0.1",
-        "train.epochs=40", "train.batch_size=64", "train.lr=2e-3", "train.patience=5", "train.eval_every=2",
-        "posttrain.epochs=3", "posttrain.lr=5e-4", "posttrain.lam=0.5",
-    ],
-    "ml-100k": [
-        "model.name=\"sasrec\"", "model.dim=64", "model.layers=2", "model.heads=2", "model.max_len=50",
-        "model.dropout=0.2", "train.epochs=30", "train.batch_size=32", "train.lr=1e-3", "train.patience=5",
-        "train.eval_every=2", "posttrain.epochs=3", "posttrain.lr=1e-4", "posttrain.lam=1.0",
-        "eval.judge_epochs=8",
-    ],
-    "ml-latest-small": [
-        "model.name=\"sasrec\"", "model.dim=64", "model.layers=2", "model.heads=2", "model.max_len=50",
-        "model.dropout=0.2", "train.epochs=15", "train.batch_size=32", "train.lr=1e-3", "train.patience=5",
-        "train.eval_every=3", "posttrain.epochs=3", "posttrain.lr=1e-4", "posttrain.lam=1.0",
-        "eval.judge_epochs=6",
-    ],
-}
+CONFIGS = resources.files("recalign") / "configs"  # a Traversable: works from a checkout and a wheel
+EXPERIMENTS = CONFIGS / "experiments"
+COMMON = "common.toml"
+QUICK = {"sim": "quick-sim.toml", "real": "quick-real.toml"}
 
-QUICK: dict[str, list[str]] = {
-    "sim": [
-        "sim.n_users=300", "sim.n_items=80", "sim.min_len=10", "sim.max_len=20",
-        "model.dim=16", "model.layers=1", "model.max_len=20", "train.epochs=6", "train.eval_every=2",
-        "posttrain.epochs=1",
-    ],
-    "real": [
-        "model.dim=16", "model.layers=1", "model.max_len=20", "train.epochs=2", "train.eval_every=1",
-        "posttrain.epochs=1", "posttrain.k_samples=4", "eval.judges=2", "eval.judge_epochs=1",
-    ],
-}
+
+def read_preset(relpath: str, _seen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The settings of the packaged config file `relpath` (relative to `configs/`), as the list of
+    tables to apply in order: its `base` (recursively) first, then its own values."""
+    if relpath in _seen:
+        raise InputError(f"preset `base` loop: {' -> '.join(_seen + (relpath,))}", path=CONFIGS / relpath)
+    res = CONFIGS.joinpath(*relpath.split("/"))
+    if not res.is_file():
+        raise InputError("preset file not found", path=res)
+    try:
+        values = tomllib.loads(res.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"not valid TOML: {e}", path=res) from None
+    base = values.pop("base", None)
+    if base is None:
+        return [values]
+    if not isinstance(base, str):
+        raise InputError(f"`base` must be a path relative to configs/; got {base!r}", path=res)
+    return read_preset(base, _seen + (relpath,)) + [values]
+
+
+def dataset_presets() -> list[str]:
+    """Datasets with a preset: every `configs/experiments/*.toml` but the shared ones."""
+    shared = {COMMON, *QUICK.values()}
+    return sorted(p.name.removesuffix(".toml") for p in EXPERIMENTS.iterdir()
+                  if p.name.endswith(".toml") and p.name not in shared)
 
 
 def preset_config(dataset: str, quick: bool = False, overrides: list[str] | None = None,
                   data_dir: str | None = None, config_file: str | Path | None = None) -> RunConfig:
-    """Defaults, then the dataset's preset (none for a file path or another name), its quick
-    variant, `config_file`, then `overrides` (`--set`)."""
+    """Defaults, then the dataset's preset (none for a file path or another name), common.toml,
+    the quick variant, `data_dir`, `config_file`, then `overrides` (`--set`); see the module
+    docstring for the files."""
     cfg = configlib.update(RunConfig(), {"data": {"name": dataset}})
-    settings = list(PRESETS.get(dataset, [])) + COMMON
+    files = [f"experiments/{dataset}.toml"] if dataset in dataset_presets() else []
+    files.append(f"experiments/{COMMON}")
     if quick:
-        settings += QUICK["sim" if dataset == "sim" else "real"]
-    cfg = configlib.update(cfg, configlib.parse_overrides(settings))
+        files.append(f"experiments/{QUICK['sim' if dataset == 'sim' else 'real']}")
+    for f in files:
+        for values in read_preset(f):
+            cfg = configlib.update(cfg, values)
     if data_dir:
         cfg = configlib.update(cfg, {"data": {"data_dir": str(data_dir)}})
     return load_config(config_file, overrides, base=cfg)
