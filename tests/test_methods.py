@@ -3,6 +3,7 @@ of every method from a tiny pretrained run, on the simulator and on a slice of m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -438,3 +439,34 @@ def test_resume_equals_uninterrupted_for_an_online_method(sim_run, tmp_path):
     assert not _changed(tmp_path / "a", tmp_path / "b")
     with pytest.raises(InputError, match="exists"):
         posttrain(init, "ppo", tmp_path / "b", sets, reward_model_run=rm, data=data)
+
+
+class _Recording:
+    """A PostTrainConfig stand-in that records which fields are read."""
+
+    def __init__(self, pt):
+        object.__setattr__(self, "_pt", pt)
+        object.__setattr__(self, "read", set())
+
+    def __getattr__(self, name):
+        self.read.add(name)
+        return getattr(self._pt, name)
+
+
+@pytest.mark.parametrize("name", TEN)
+def test_a_method_reads_only_its_declared_knobs(sim_run, name):
+    """`Method.knobs` (what post-training lets `--set` change for the method) covers every
+    `posttrain.*` field the method reads in setup and in a training step."""
+    from recalign.posttrain.registry import COMMON_KNOBS
+    from recalign.stages.reward_model import load_reward_model
+
+    init, data, rm_dir = sim_run
+    cfg, _, model = load_run(init, data=data)
+    rec = _Recording(cfg.posttrain)
+    meth = get_method(name, rec)
+    ctx = PostTrainContext(cfg=dataclasses.replace(cfg, posttrain=rec), data=data, reference=frozen_copy(model),
+                           reward_model=load_reward_model(rm_dir, data))
+    meth.setup(ctx)
+    meth(model, next(training_batches(ctx)))
+    assert rec.read - set(COMMON_KNOBS) <= set(meth.knobs), rec.read
+    assert not meth.knobs or rec.read & set(meth.knobs)  # the recording sees the reads

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recalign import configlib
-from recalign.configlib import field
+from recalign.configlib import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE, field
 from recalign.data.simulator import SimConfig
 from recalign.models.config import ModelConfig
 
@@ -24,74 +24,74 @@ class DataConfig:
     obd_campaign: Literal["all", "men", "women"] = field("all", "Open Bandit Dataset: campaign")
     no_header: bool = field(False, "generic files: the file has no header; `columns` lists names in file order")
     duplicates: Literal["keep", "drop"] = field("keep", "exact duplicate rows (same user, item, time, reward): keep or drop")
-    min_user_interactions: int = field(3, "users with fewer interactions are dropped (leave-one-out needs 3)")
+    min_user_interactions: int = field(3, "users with fewer interactions are dropped (leave-one-out needs 3)", check=AT_LEAST_ONE)
     split: Literal["loo", "temporal"] = field("loo", "loo: per-user leave-one-out; temporal: global time cut-off")
-    temporal_cutoff: float = field(0.8, "temporal split: quantile of timestamps where test begins (validation takes the 10% before)")
+    temporal_cutoff: float = field(0.8, "temporal split: quantile of timestamps where test begins (validation takes the 10% before)", check=OPEN_FRACTION)
     high_reward: float = field(4.5, "held-out targets with reward >= this form the high-reward subset (paper: 4.5)")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = field(200, "maximum epochs (early stopping usually ends sooner)")
-    max_steps: int = field(0, "stop after this many optimizer steps (0 = no limit)")
+    epochs: int = field(200, "maximum epochs (early stopping usually ends sooner)", check=AT_LEAST_ONE)
+    max_steps: int = field(0, "stop after this many optimizer steps (0 = no limit)", check=NON_NEGATIVE)
     batch_size: int = field(128, "sequences per optimizer step (before accumulation) in each process; under torchrun "
-                            "the global batch is WORLD_SIZE × batch_size")
+                            "the global batch is WORLD_SIZE × batch_size", check=AT_LEAST_ONE)
     window_stride: int = field(0, "rows between the ends of a user's training windows (0 = model.max_len: no overlap); "
                                "smaller = each target sees at least max_len - stride items of history, at max_len/stride "
-                               "times the compute")
-    grad_accum: int = field(1, "micro-batches accumulated per optimizer step")
-    lr: float = field(1e-3, "peak AdamW learning rate")
+                               "times the compute", check=NON_NEGATIVE)
+    grad_accum: int = field(1, "micro-batches accumulated per optimizer step", check=AT_LEAST_ONE)
+    lr: float = field(1e-3, "peak AdamW learning rate", check=POSITIVE)
     optimizer: Literal["adamw", "sparse_adam"] = field(
         "adamw", "adamw: AdamW on every parameter; sparse_adam: sparse gradients for the item table, updated by "
         "torch.optim.SparseAdam (lazy Adam: only the rows a batch touches), AdamW on the rest. For large catalogs "
         "(the step no longer costs O(items)); needs model.head = sampled, weight_decay = 0, one process")
-    weight_decay: float = field(0.0, "AdamW weight decay")
-    warmup_steps: int = field(20, "linear warmup steps (then constant, or cosine decay with train.cosine)")
+    weight_decay: float = field(0.0, "AdamW weight decay", check=NON_NEGATIVE)
+    warmup_steps: int = field(20, "linear warmup steps (then constant, or cosine decay with train.cosine)", check=NON_NEGATIVE)
     cosine: bool = field(False, "decay the learning rate by a cosine over the planned steps after warmup")
-    clip_grad: float = field(1.0, "gradient norm clip (0 = off)")
+    clip_grad: float = field(1.0, "gradient norm clip (0 = off)", check=NON_NEGATIVE)
     seed: int = field(0, "seed of the model initialisation, the batch order and dropout")
-    eval_every: int = field(1, "validate every N epochs")
-    patience: int = field(10, "stop after this many validations without a better validation NDCG@10")
+    eval_every: int = field(1, "validate every N epochs", check=AT_LEAST_ONE)
+    patience: int = field(10, "stop after this many validations without a better validation NDCG@10", check=AT_LEAST_ONE)
     device: str = field("auto", "auto (cuda if available), cpu or cuda[:N]")
     bf16: bool = field(True, "bf16 autocast on GPU (ignored on CPU)")
-    num_threads: int = field(0, "torch CPU threads (0 = torch default)")
+    num_threads: int = field(0, "torch CPU threads (0 = torch default)", check=NON_NEGATIVE)
     progress: bool = field(True, "tqdm progress bar on stderr")
 
 
 @dataclass
 class EvalConfig:
-    ks: list[int] = field([10, 50, 200], "cut-offs k for HR@k and NDCG@k")
+    ks: list[int] = field([10, 50, 200], "cut-offs k for HR@k and NDCG@k", check=AT_LEAST_ONE)
     mask_seen: bool = field(True, "exclude items the user has already interacted with from the ranking")
-    batch_size: int = field(512, "users scored per evaluation batch")
-    item_chunk: int = field(262144, "items scored per chunk (running top-k keeps memory bounded)")
+    batch_size: int = field(512, "users scored per evaluation batch", check=AT_LEAST_ONE)
+    item_chunk: int = field(262144, "items scored per chunk (running top-k keeps memory bounded)", check=AT_LEAST_ONE)
     judges: int = field(3, "reward models in the held-out judge ensemble (trained on every interaction, "
-                           "validation and test included; never used to train a policy)")
-    judge_epochs: int = field(10, "training epochs of each judge (fixed budget: its data has no held-out part)")
+                           "validation and test included; never used to train a policy)", check=NON_NEGATIVE)
+    judge_epochs: int = field(10, "training epochs of each judge (fixed budget: its data has no held-out part)", check=AT_LEAST_ONE)
 
 
 @dataclass
 class PostTrainConfig:
     method: str = field("exp_sft", "post-training method (see `recalign posttrain --list`)")
-    lam: float = field(1.0, "temperature λ of exponential weights exp(r/λ) (paper's knob)")
+    lam: float = field(1.0, "temperature λ of exponential weights exp(r/λ) (paper's knob)", check=POSITIVE)
     weight_norm: Literal["global", "batch", "context", "none"] = field("global", "normaliser Z of the weights")
-    max_weight: float = field(0.0, "clip normalised weights at this value (0 = no clip)")
+    max_weight: float = field(0.0, "clip normalised weights at this value (0 = no clip)", check=NON_NEGATIVE)
     reward_transform: Literal["none", "standardize", "user_center"] = field("none", "reward transform before weighting")
-    beta: float = field(0.1, "dpo/ipo: temperature β of the preference loss (Rafailov et al. 2023)")
-    kl_coef: float = field(0.1, "ppo: coefficient β of the KL penalty to π_0 in the reward (Ouyang et al. 2022)")
+    beta: float = field(0.1, "dpo/ipo: temperature β of the preference loss (Rafailov et al. 2023)", check=POSITIVE)
+    kl_coef: float = field(0.1, "ppo: coefficient β of the KL penalty to π_0 in the reward (Ouyang et al. 2022)", check=NON_NEGATIVE)
     pairs: Literal["rm", "logged"] = field("rm", "dpo/ipo pairs: rm (online, reward model) or logged")
     threshold: float = field(4.0, "filtered_sft: keep interactions with reward >= threshold")
-    k_samples: int = field(8, "ppo / online dpo: items sampled per context from the current policy")
-    gamma: float = field(0.0, "cql: discount γ of the TD target along the sequence (0 = bandit)")
-    cql_alpha: float = field(1.0, "cql: weight α of logsumexp_a Q(s,a) − Q(s,a_logged) (Kumar et al. 2020)")
-    ips_clip: float = field(10.0, "ips: cap of the importance ratio π_θ/π_β (0 = no cap)")
-    topk: int = field(0, "ips: slate size K of the top-K correction K(1−π)^(K−1) (0 = off; Chen et al. 2019)")
+    k_samples: int = field(8, "ppo / online dpo: items sampled per context from the current policy", check=AT_LEAST_ONE)
+    gamma: float = field(0.0, "cql: discount γ of the TD target along the sequence (0 = bandit)", check=FRACTION)
+    cql_alpha: float = field(1.0, "cql: weight α of logsumexp_a Q(s,a) − Q(s,a_logged) (Kumar et al. 2020)", check=NON_NEGATIVE)
+    ips_clip: float = field(10.0, "ips: cap of the importance ratio π_θ/π_β (0 = no cap)", check=NON_NEGATIVE)
+    topk: int = field(0, "ips: slate size K of the top-K correction K(1−π)^(K−1) (0 = off; Chen et al. 2019)", check=NON_NEGATIVE)
     asft_weight: Literal["exp", "pos"] = field("exp", "asft: w = exp(A/λ) or max(A, 0), A = r − b(s)")
-    epochs: int = field(5, "post-training epochs")
-    lr: float = field(1e-4, "post-training learning rate")
-    batch_size: int = field(0, "post-training sequences per step (0 = train.batch_size)")
+    epochs: int = field(5, "post-training epochs", check=AT_LEAST_ONE)
+    lr: float = field(1e-4, "post-training learning rate", check=POSITIVE)
+    batch_size: int = field(0, "post-training sequences per step (0 = train.batch_size)", check=NON_NEGATIVE)
     trace_every: int = field(0, "every N steps, trace the policy on validation contexts (true value on the "
-                                "simulator, the reward model's score of its top-10) into trace.jsonl; 0 = off")
-    trace_users: int = field(500, "validation users the trace evaluates (a fixed random subset)")
+                                "simulator, the reward model's score of its top-10) into trace.jsonl; 0 = off", check=NON_NEGATIVE)
+    trace_users: int = field(500, "validation users the trace evaluates (a fixed random subset)", check=AT_LEAST_ONE)
 
 
 @dataclass

@@ -11,6 +11,7 @@ import dataclasses
 import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -24,13 +25,24 @@ else:  # pragma: no cover
 T = TypeVar("T")
 
 
-def field(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with a help line (type, default and meaning are shown by `--help-config`)."""
+Check = tuple[Callable[[Any], bool], str]  # (predicate, what it requires, e.g. "> 0")
+POSITIVE: Check = (lambda v: v > 0, "> 0")
+NON_NEGATIVE: Check = (lambda v: v >= 0, ">= 0")
+AT_LEAST_ONE: Check = (lambda v: v >= 1, ">= 1")
+FRACTION: Check = (lambda v: 0 <= v <= 1, "in [0, 1]")
+OPEN_FRACTION: Check = (lambda v: 0 < v < 1, "in (0, 1)")
+
+
+def field(default: Any, help: str, check: Check | None = None, **kwargs: Any) -> Any:
+    """A dataclass field with a help line (type, default and meaning are shown by `recalign
+    config`) and, optionally, a check of its value (applied by `update` to every value a file or
+    `--set` gives, so a bad value is refused before anything runs)."""
+    meta = {"help": help, "check": check}
     if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta, **kwargs)
     if dataclasses.is_dataclass(default):
-        return dataclasses.field(default_factory=lambda: dataclasses.replace(default), metadata={"help": help}, **kwargs)
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+        return dataclasses.field(default_factory=lambda: dataclasses.replace(default), metadata=meta, **kwargs)
+    return dataclasses.field(default=default, metadata=meta, **kwargs)
 
 
 def _type_name(tp: Any) -> str:
@@ -98,7 +110,8 @@ def _hints(cls: type) -> dict[str, Any]:
 def update(cfg: T, values: dict[str, Any], prefix: str = "") -> T:
     """Return a copy of dataclass `cfg` with the (nested) `values` applied; unknown keys raise."""
     hints = _hints(type(cfg))
-    names = {f.name for f in dataclasses.fields(cfg)}
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    names = set(fields)
     changes: dict[str, Any] = {}
     for k, v in values.items():
         key = f"{prefix}{k}"
@@ -111,8 +124,19 @@ def update(cfg: T, values: dict[str, Any], prefix: str = "") -> T:
                 raise InputError(f"config key {key!r} is a section; give its fields (e.g. {key}.x=...)")
             changes[k] = update(cur, v, prefix=f"{key}.")
         else:
-            changes[k] = coerce(v, hints[k], key)
+            changes[k] = _checked(coerce(v, hints[k], key), fields[k], key)
     return dataclasses.replace(cfg, **changes)
+
+
+def _checked(value: Any, f: dataclasses.Field, key: str) -> Any:
+    check = f.metadata.get("check")
+    if check is None:
+        return value
+    ok, requirement = check
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not all(ok(v) for v in values):
+        raise InputError(f"config key {key!r} must be {requirement}; got {value!r}")
+    return value
 
 
 def parse_scalar(text: str) -> Any:
@@ -157,7 +181,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _toml_value(v: Any) -> str:
+def toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -165,7 +189,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {v!r} to TOML")
 
 
@@ -180,7 +204,7 @@ def to_toml(cfg: Any) -> str:
             lines.append(f"[{section}]")
         for k, v in scalars.items():
             if v is not None:
-                lines.append(f"{k} = {_toml_value(v)}")
+                lines.append(f"{k} = {toml_value(v)}")
         if scalars:
             lines.append("")
         for k, v in tables.items():
@@ -191,7 +215,8 @@ def to_toml(cfg: Any) -> str:
 
 
 def describe(cfg: Any, prefix: str = "") -> list[tuple[str, str, Any, str]]:
-    """(key, type, default, help) for every field, for `--help-config` and the docs."""
+    """(key, type, default, help) for every field, for `recalign config` and the docs; the help
+    line ends with the field's check when it has one ("(must be > 0)")."""
     out = []
     hints = _hints(type(cfg))
     for f in dataclasses.fields(cfg):
@@ -199,5 +224,8 @@ def describe(cfg: Any, prefix: str = "") -> list[tuple[str, str, Any, str]]:
         if dataclasses.is_dataclass(v):
             out.extend(describe(v, f"{prefix}{f.name}."))
         else:
-            out.append((f"{prefix}{f.name}", _type_name(hints[f.name]), v, f.metadata.get("help", "")))
+            help_line = f.metadata.get("help", "")
+            if f.metadata.get("check"):
+                help_line += f" (must be {f.metadata['check'][1]})"
+            out.append((f"{prefix}{f.name}", _type_name(hints[f.name]), v, help_line))
     return out

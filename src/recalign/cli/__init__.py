@@ -1,7 +1,7 @@
 """`recalign` command line (the CLI contract of DESIGN.md).
 
 The one place that registers subcommands is `build_parser` below; each group lives in its own
-module (`data.py`, `stages.py`, `experiments.py`) as `cmd_<name>(args) -> int` functions that map
+module (`config.py`, `data.py`, `stages.py`, `experiments.py`) as `cmd_<name>(args) -> int` functions that map
 flags to a configuration and call one library function, with the shared options and printing in
 `args.py`. Heavy imports (torch) happen inside the `cmd_` functions, so `recalign --help` is fast.
 Exit codes: 0 success, 2 bad usage or bad input (one paragraph, no traceback unless --debug),
@@ -16,7 +16,7 @@ import sys
 import traceback
 
 from recalign import __version__
-from recalign.cli import data, experiments, stages
+from recalign.cli import config, data, experiments, stages
 from recalign.errors import InputError, RecalignError
 
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"recalign {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    config.add_parsers(sub)
     data.add_parsers(sub)
     stages.add_parsers(sub)
     experiments.add_parsers(sub)

@@ -22,9 +22,14 @@ DEVICE_HELP = "auto (cuda if available), cpu or cuda[:N]"
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from recalign.configlib import parse_overrides
+    from recalign.stages.keys import check_training_keys
     from recalign.stages.pretrain import pretrain
 
     cfg = resolve_config(args, [f'model.name="{args.model}"'] if args.model else [])
+    check_training_keys("pretrain", parse_overrides(args.overrides), cfg)
+    if args.dataset is None and cfg.data.name == "sim":
+        sys.stderr.write("recalign: no --data given: pretraining on the embedded simulator (data.name = sim)\n")
     summary = pretrain(cfg, args.out, resume=args.resume)
     if args.json:
         print_json(summary)
@@ -79,7 +84,12 @@ def cmd_reward_model(args: argparse.Namespace) -> int:
             raise InputError("--config goes with --data; with --init the run's config is used (use --set)")
         diag = reward_model_stage(args.out, init_run=args.init, overrides=args.overrides)
     else:
-        diag = reward_model_stage(args.out, cfg=resolve_config(args))
+        from recalign.configlib import parse_overrides
+        from recalign.stages.keys import check_training_keys
+
+        cfg = resolve_config(args)
+        check_training_keys("reward-model", parse_overrides(args.overrides), cfg)
+        diag = reward_model_stage(args.out, cfg=cfg)
     if args.json:
         print_json(diag)
     else:
@@ -93,10 +103,11 @@ def cmd_reward_model(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from recalign.stages.inference import evaluate_run
+    from recalign.train.runfolder import run_status
 
     metrics = evaluate_run(args.run, args.split, device=args.device, overrides=args.overrides)
     if args.json:
-        print_json(public(metrics))
+        print_json({**public(metrics), "run": run_status(args.run)})
     else:
         print_metrics(metrics, f"{args.split} metrics of {args.run}:")
     return 0

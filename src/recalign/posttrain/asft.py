@@ -46,6 +46,7 @@ def reference_value(ctx: PostTrainContext) -> Tensor:
 @register("asft")
 class ASFT(WeightedSFT):
     description = "advantage-weighted SFT: w = exp(A/λ) or max(A,0), A = r − E_π0[RM] (needs a reward model)"
+    knobs = ("lam", "asft_weight", "weight_norm", "max_weight", "reward_transform")
     needs_reward_model = True
 
     def prepare(self, ctx: PostTrainContext) -> dict[str, Any]:

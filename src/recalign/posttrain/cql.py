@@ -50,6 +50,7 @@ def next_state_max(q_max: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
 @register("cql")
 class CQL(Method):
     description = "conservative Q-learning with Q = logits: TD along the sequence (γ) + α·(logsumexp Q − Q(a_logged))"
+    knobs = ("gamma", "cql_alpha", "reward_transform")
 
     def prepare(self, ctx: PostTrainContext) -> dict[str, Any]:
         if not 0 <= self.pt.gamma < 1:

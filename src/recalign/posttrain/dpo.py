@@ -61,6 +61,8 @@ def above_user_mean(rewards: np.ndarray, users: np.ndarray, train_mask: np.ndarr
 
 class Preference(Method):
     """DPO-style methods; subclasses choose the loss."""
+
+    knobs = ("beta", "pairs", "k_samples")
     disable_dropout = True
 
     pair_loss: ClassVar = staticmethod(dpo_loss)

@@ -25,6 +25,7 @@ from recalign.posttrain.scoring import lookup, reference_target_logp, reward_tab
 @register("ips")
 class IPS(Method):
     description = "off-policy REINFORCE, propensities estimated by π_0, clipped ratio, optional top-K correction"
+    knobs = ("ips_clip", "topk", "reward_transform")
     disable_dropout = True
 
     def prepare(self, ctx: PostTrainContext) -> dict[str, Any]:

@@ -39,6 +39,7 @@ NO_CLIP = float("inf")  # the ratio is 1 at every update (see the module docstri
 @register("ppo")
 class PPO(Method):
     description = "RLHF: K samples from π_θ, reward model − β·KL to π_0, group advantages, one update per rollout"
+    knobs = ("kl_coef", "k_samples")
     needs_reward_model = True
     disable_dropout = True
 

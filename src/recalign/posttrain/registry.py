@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from recalign.models.reward_model import RewardModel
 
 BUILTIN_MODULES = ("sft", "asft", "dpo", "ppo", "cql", "ips")
+# `posttrain.*` keys every method reads (the stage and the loop read them for it)
+COMMON_KNOBS = ("method", "epochs", "lr", "batch_size", "trace_every", "trace_users")
 
 
 @dataclass
@@ -66,6 +68,9 @@ class Method:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    # the `posttrain.*` keys the method reads besides those of every method (COMMON_KNOBS):
+    # post-training refuses a `--set` of any other (it would be ignored)
+    knobs: ClassVar[tuple[str, ...]] = ()
     needs_reward_model: bool = False
     # The loss compares π_θ with π_0 through a log-ratio: the stage then builds the policy with
     # dropout 0 (unless `model.dropout` is set explicitly), so that the ratio is 1 at the start

@@ -111,12 +111,14 @@ class WeightedSFT(Method):
 @register("sft")
 class SFT(WeightedSFT):
     description = "continue behaviour cloning on the same data (weights 1)"
+    knobs = ()
     uses_weights = False
 
 
 @register("linear_sft")
 class LinearSFT(WeightedSFT):
     description = "reward-weighted SFT with linear weights w = r (normalised like exp_sft)"
+    knobs = ("weight_norm", "max_weight", "reward_transform")
 
     def row_log_weights(self, ctx, rows, rewards):
         return log_weights(rewards, "linear")
@@ -125,6 +127,7 @@ class LinearSFT(WeightedSFT):
 @register("exp_sft")
 class ExpSFT(WeightedSFT):
     description = "exponential reward-weighted SFT, w = exp(r/λ)/Z (Chidambaram et al. 2026)"
+    knobs = ("lam", "weight_norm", "max_weight", "reward_transform")
 
     def row_log_weights(self, ctx, rows, rewards):
         if not self.pt.lam > 0:
@@ -135,6 +138,7 @@ class ExpSFT(WeightedSFT):
 @register("filtered_sft")
 class FilteredSFT(WeightedSFT):
     description = "SFT on the interactions with reward >= posttrain.threshold only"
+    knobs = ("threshold", "weight_norm", "max_weight", "reward_transform")
 
     def row_log_weights(self, ctx, rows, rewards):
         return log_weights(rewards, "filter", threshold=self.pt.threshold)

@@ -9,14 +9,20 @@ from typing import Any
 
 import torch
 
-from recalign import configlib
+from recalign import configlib, distributed
 from recalign.config import RunConfig, TrainConfig
 from recalign.data.prepared import Prepared, prepare
 from recalign.eval.evaluate import evaluate_targets
 from recalign.models.recommender import Recommender
 from recalign.train import checkpoint as ckpt
 from recalign.train.loop import FitResult, Objective, fit, resolve_device
-from recalign.train.runfolder import read_config, read_state, warn_if_data_changed
+from recalign.train.runfolder import (
+    check_finished,
+    read_config,
+    read_state,
+    update_state,
+    warn_if_data_changed,
+)
 
 
 def build_model(cfg: RunConfig, data: Prepared) -> Recommender:
@@ -35,11 +41,19 @@ def train_and_test(cfg: RunConfig, data: Prepared, model: Recommender, objective
     def validate(m: Recommender) -> dict[str, Any]:
         return evaluate_targets(m, data.seq, data.split.valid, cfg.eval, cfg.data.high_reward, data.simulator)
 
+    def record_epoch(epoch: int, _record: dict[str, Any]) -> None:
+        if distributed.is_main():
+            update_state(run_dir, epochs_done=epoch + 1)
+
+    if distributed.is_main():
+        update_state(run_dir, finished=False, epochs_planned=tcfg.epochs)
     res = fit(model, data.seq, objective, tcfg, run_dir, validate=validate, resume=resume,
-              select_metric=select_metric, on_step=on_step)
+              select_metric=select_metric, on_step=on_step, on_epoch_end=record_epoch)
     ckpt.load_model_weights(model, run_dir / "model.safetensors")
     model.eval()
     test = evaluate_targets(model, data.seq, data.split.test, cfg.eval, cfg.data.high_reward, data.simulator)
+    if distributed.is_main():
+        update_state(run_dir, finished=True, epochs_done=res.epochs_run)
     return res, test
 
 
@@ -56,6 +70,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", changes: dict[str, Any] |
     """
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
+    check_finished(run_dir)
     if changes:
         cfg = configlib.update(cfg, changes)
     data = data or prepare(cfg)

@@ -15,13 +15,16 @@ from recalign.errors import InputError
 from recalign.eval.evaluate import evaluate_targets
 from recalign.eval.metrics import topk_items
 from recalign.stages.common import load_run
+from recalign.stages.keys import check_evaluate_keys
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", device: str = "auto",
                  overrides: list[str] | None = None) -> dict[str, Any]:
     """Full-ranking metrics of a run on its `split` targets; `overrides` are `--set` pairs
     (e.g. `eval.mask_seen=false`)."""
-    cfg, data, model = load_run(run_dir, device, configlib.parse_overrides(overrides or []))
+    changes = configlib.parse_overrides(overrides or [])
+    check_evaluate_keys(changes)
+    cfg, data, model = load_run(run_dir, device, changes)
     return evaluate_targets(model, data.seq, data.split.targets(split), cfg.eval, cfg.data.high_reward,
                             data.simulator)
 

@@ -34,6 +34,7 @@ from recalign.models.reward_model import RewardModel
 from recalign.posttrain.registry import Method, PostTrainContext, get_method
 from recalign.posttrain.scoring import frozen_copy
 from recalign.stages.common import load_run, train_and_test
+from recalign.stages.keys import check_posttrain_keys, flat_keys
 from recalign.stages.reward_model import load_reward_model, train_reward_model
 from recalign.train import checkpoint as ckpt
 from recalign.train.loop import resolve_device
@@ -64,14 +65,6 @@ class Plan:
     rebuild: dict[str, Any]
 
 
-def flat_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
-    """`{"a": {"b": 1}}` -> `["a.b"]`."""
-    out = []
-    for k, v in d.items():
-        out.extend(flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"])
-    return out
-
-
 def _check_overridable(d: dict[str, Any], where: str) -> None:
     bad = [k for k in flat_keys(d) if not any(k == p or k.startswith(p) for p in OVERRIDABLE)]
     if bad:
@@ -89,7 +82,7 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def plan_posttrain(init_run: Path, method: str | None, overrides: list[str],
-                   config_file: str | Path | None = None) -> Plan:
+                   config_file: str | Path | None = None, reward_model_given: bool = False) -> Plan:
     """Resolve and check the configuration of a post-training run (nothing is loaded or written)."""
     file_values = configlib.load_toml(config_file) if config_file else {}
     set_values = configlib.parse_overrides(overrides)
@@ -100,6 +93,7 @@ def plan_posttrain(init_run: Path, method: str | None, overrides: list[str],
     if method is not None:
         cfg = dataclasses.replace(cfg, posttrain=dataclasses.replace(cfg.posttrain, method=method))
     meth = get_method(cfg.posttrain.method, cfg.posttrain)
+    check_posttrain_keys(set_values, meth, trains_reward_model=meth.needs_reward_model and not reward_model_given)
     keys = set(flat_keys(given))
     rebuild: dict[str, Any] = {}
     for key in REBUILD:
@@ -162,7 +156,7 @@ def posttrain(init_run: str | Path, method: str | None, out_dir: str | Path, ove
     """
     out_dir, init_run = Path(out_dir), Path(init_run)
     init_state = _check_folders(init_run, out_dir, resume)
-    plan = plan_posttrain(init_run, method, list(overrides or []), config_file)
+    plan = plan_posttrain(init_run, method, list(overrides or []), config_file, reward_model_run is not None)
     run_cfg, data, model = load_run(init_run, "cpu", plan.rebuild or None, data=data)
     cfg = configlib.update(run_cfg, plan.given)
     cfg = dataclasses.replace(cfg, posttrain=plan.cfg.posttrain)

@@ -32,6 +32,7 @@ from recalign.models.reward_model import (
     reference_predictors,
 )
 from recalign.stages.common import load_run
+from recalign.stages.keys import check_training_keys
 from recalign.train import checkpoint as ckpt
 from recalign.train.loop import fit, resolve_device
 from recalign.train.runfolder import (
@@ -171,7 +172,9 @@ def reward_model_stage(out_dir: str | Path, init_run: str | Path | None = None, 
     if (out_dir / "state.json").is_file():
         raise InputError("run folder exists; choose another --out", path=out_dir)
     if init_run is not None:
-        cfg, data, model = load_run(init_run, "cpu", configlib.parse_overrides(overrides or []))
+        changes = configlib.parse_overrides(overrides or [])
+        cfg, data, model = load_run(init_run, "cpu", changes)
+        check_training_keys("reward-model", changes, cfg)
     else:
         if cfg is None:
             raise InputError("give --init RUN or --data DATASET")

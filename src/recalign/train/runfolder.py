@@ -86,3 +86,39 @@ def warn_if_data_changed(run_dir: Path, state: dict[str, Any], inter: Interactio
     if fp and fp != fingerprint(inter):
         print(f"recalign: warning: {run_dir} was trained on other data than these (its data changed)",
               file=sys.stderr)
+
+
+def run_status(run_dir: str | Path) -> dict[str, Any]:
+    """Whether a run finished: `{"stage", "finished", "epochs_done", "epochs_planned",
+    "has_weights"}` (epochs unknown = None, for folders written before they were recorded)."""
+    run_dir = Path(run_dir)
+    state = read_state(run_dir)
+    done = "test" in state or bool(state.get("trained"))
+    return {"stage": state.get("stage"), "finished": bool(state.get("finished", done)),
+            "epochs_done": state.get("epochs_done"), "epochs_planned": state.get("epochs_planned"),
+            "has_weights": (run_dir / "model.safetensors").is_file()}
+
+
+def resume_command(run_dir: str | Path) -> str:
+    """The command that continues an interrupted run folder."""
+    run_dir = Path(run_dir)
+    state = read_state(run_dir)
+    if state.get("stage") == "posttrain":
+        return (f"recalign posttrain --init {state.get('init', 'INIT')} --method {state.get('method', 'METHOD')} "
+                f"--out {run_dir} --resume")
+    return f"recalign pretrain --config {run_dir / 'config.toml'} --out {run_dir} --resume"
+
+
+def check_finished(run_dir: str | Path) -> dict[str, Any]:
+    """A run's status; refuses a folder without weights ("unfinished run") and warns on stderr
+    when the run stopped before its planned end (its last saved weights are used)."""
+    status = run_status(run_dir)
+    if not status["has_weights"]:
+        raise InputError(f"unfinished run: no weights saved yet (it stopped before its first epoch ended); "
+                         f"continue it with: {resume_command(run_dir)}", path=Path(run_dir))
+    if not status["finished"]:
+        done, planned = status["epochs_done"], status["epochs_planned"]
+        when = f" after {done} of {planned} epochs" if done is not None and planned is not None else ""
+        print(f"recalign: warning: {run_dir} is an unfinished run (stopped{when}): these are its last saved "
+              f"weights; continue it with: {resume_command(run_dir)}", file=sys.stderr)
+    return status
