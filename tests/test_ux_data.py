@@ -1,0 +1,144 @@
+"""The first hour of a new user, on the data side: nothing silent, everything discoverable.
+
+- A: the data summary (users and rows dropped, duplicates, held-out targets that repeat a seen
+  item and what the evaluation does with them) on stderr, in `recalign data stats` and in
+  `Prepared.summary` / `state.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recalign.cli import main
+from recalign.config import load_config
+from recalign.data.prepared import prepare
+from recalign.data.schema import Interactions
+from recalign.data.split import leave_one_out, temporal
+from recalign.data.summary import data_summary, repeat_targets
+from recalign.eval.metrics import target_ranks
+from recalign.train.runfolder import write_run_files
+
+TINY = ["model.dim=8", "model.layers=1", "model.heads=1", "model.max_len=8", "train.epochs=1",
+        "train.batch_size=8", "train.progress=false", "train.num_threads=1", "eval.ks=5,10"]
+
+
+def sparse_file(path: Path) -> Path:
+    """1,000 users: 960 rated one item, 40 rated eight items (item 1 three times, 2 twice: their
+    test target is item 1 and their validation target item 2, both seen before); the last row is
+    an exact duplicate of the one before (a one-item user, who then has two rows)."""
+    rows = ["uid,iid,rating,ts"]
+    t = 0
+    for u in range(1000):
+        items = [1, 2, 3, 1, 4, 5, 2, 1] if u % 25 == 0 else [u % 30 + 10]
+        for k, item in enumerate(items):
+            t += 1
+            rows.append(f"u{u},i{item},{1 + k % 5},{t}")
+    rows.append(rows[-1])
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# A. the data summary
+# --------------------------------------------------------------------------------------------
+
+
+def test_data_stats_reports_drops_duplicates_and_repeat_targets(tmp_path, capsys):
+    f = sparse_file(tmp_path / "sparse.csv")
+    assert main(["data", "stats", str(f), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)["data_summary"]
+    assert (s["users"], s["interactions"], s["split"]) == (1000, 1281, "loo")
+    assert (s["users_dropped"], s["rows_dropped"], s["users_not_evaluated"]) == (960, 961, 960)
+    assert (s["exact_duplicate_rows"], s["duplicate_rows_kept"], s["duplicate_rows_dropped"]) == (1, 1, 0)
+    assert (s["test_targets"], s["test_repeat_targets"], s["valid_targets"], s["valid_repeat_targets"]) == (40, 40, 40, 40)
+    assert s["training_rows"] == 40 * 6 and s["mask_seen"] is True
+    assert "rankable" in s["repeat_targets_evaluation"]
+
+    assert main(["data", "stats", str(f), "--set", 'data.duplicates="drop"', "--set", "data.min_user_interactions=9"]) == 0
+    out = capsys.readouterr().out
+    assert "users dropped (< 9 interactions)" in out and "1,000 (100.0%), 1,280 rows" in out
+    assert "no user has at least 9 interactions" in out
+    assert "exact duplicate rows dropped (data.duplicates=drop)  1" in out.replace("   ", "  ").replace("   ", "  ")
+
+
+def test_pretrain_says_on_stderr_what_was_dropped(tmp_path, capsys):
+    f = sparse_file(tmp_path / "sparse.csv")
+    argv = ["pretrain", "--data", str(f), "--out", str(tmp_path / "run"), "--json"]
+    assert main(argv + sum((["--set", t] for t in TINY), [])) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # stdout keeps exactly one JSON object
+    lines = [ln for ln in captured.err.splitlines() if ln.startswith("recalign: data:")]
+    assert len(lines) == 2, captured.err
+    assert "dropped 960 of 1,000 users (96.0%) with fewer than 3 interactions" in lines[0]
+    assert "kept 1 exact duplicate rows" in lines[0]
+    assert "40 of 40 test targets (100.0%) and 40 of 40 validation targets repeat an item" in lines[1]
+    assert "stay rankable" in lines[1]
+
+
+def test_prepared_summary_and_state_json(tmp_path, capsys):
+    f = sparse_file(tmp_path / "s.csv")
+    cfg = load_config(None, [f'data.name="{f}"', 'data.duplicates="drop"', "eval.mask_seen=false"])
+    data = prepare(cfg)
+    err = capsys.readouterr().err
+    assert "dropped 1 exact duplicate rows (data.duplicates=drop)" in err
+    assert "eval.mask_seen is off" in err
+    assert data.summary["duplicate_rows_dropped"] == 1 and data.summary["rows_dropped"] == 960
+    prepare(cfg)  # the same data again (a sweep): said once per process
+    assert capsys.readouterr().err == ""
+    write_run_files(tmp_path / "run", cfg, data.inter, {"stage": "x"}, data_summary=data.summary)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["data_summary"] == json.loads(json.dumps(data.summary)) and state["stage"] == "x"
+    write_run_files(tmp_path / "run2", cfg, data.inter)
+    assert "data_summary" not in json.loads((tmp_path / "run2" / "state.json").read_text())
+
+
+def test_clean_data_prepares_silently(capsys):
+    cfg = load_config(None, ['data.name="sim"', "sim.n_users=50", "sim.n_items=60"])
+    data = prepare(cfg)
+    assert capsys.readouterr().err == ""
+    assert data.summary["users_dropped"] == 0 and data.summary["test_repeat_targets"] == 0
+
+
+@pytest.mark.data
+def test_movielens_summaries(shared_data, capsys):
+    for name, users in (("ml-100k", 943), ("ml-latest-small", 610)):
+        data = prepare(load_config(None, [f'data.name="{name}"', f'data.data_dir="{shared_data}"']))
+        s = data.summary
+        assert (s["users"], s["users_dropped"], s["test_targets"], s["test_repeat_targets"]) == (users, 0, users, 0)
+    assert capsys.readouterr().err == ""  # nothing dropped, nothing repeats: nothing to say
+
+
+def test_temporal_summary_counts_users_without_test_target():
+    u = np.array(["a"] * 4 + ["b"] * 2)
+    inter = Interactions.from_raw(u, np.array([1, 2, 1, 3, 1, 2]), np.array([1, 2, 8, 9, 1, 1]),
+                                  np.ones(6))
+    s = data_summary(inter, temporal(inter, 0.6, 0.2), mask_seen=True)
+    assert s["min_user_interactions"] is None and s["users_not_evaluated"] == 1  # b: nothing after the cut-off
+    assert s["test_targets"] == 1
+
+
+def test_repeat_targets_match_a_loop():
+    rng = np.random.default_rng(0)
+    n = 3000
+    inter = Interactions.from_raw(rng.integers(0, 80, n), rng.integers(0, 25, n), rng.integers(0, 50, n),
+                                  np.ones(n))
+    split = leave_one_out(inter)
+    for t in (split.valid, split.test):
+        want = [inter.item[r] in set(inter.item[split.offsets[u]:e]) for u, e, r in zip(t.users, t.context_end, t.target_row)]
+        assert repeat_targets(inter, t).tolist() == want
+        assert 0 < sum(want) < len(want)
+
+
+def test_mask_seen_keeps_a_repeated_target_rankable():
+    """What the summary states: with seen items masked, a target that is itself a seen item is
+    still a candidate (ranked among the unseen items), not removed."""
+    w = torch.tensor([[0.0], [5.0], [4.0], [3.0], [2.0], [1.0]])  # scores of tokens 1..5: 5 > 4 > ... > 1
+    q = torch.ones(1, 1)
+    seen = (torch.tensor([0, 2]), torch.tensor([1, 3]))  # history: tokens 1 and 3
+    assert target_ranks(q, w, torch.tensor([3]), exclude=seen).tolist() == [2]  # 1 masked; 2 above 3
+    assert target_ranks(q, w, torch.tensor([3])).tolist() == [3]  # mask_seen=false: 1 and 2 above
