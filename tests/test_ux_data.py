@@ -3,10 +3,13 @@
 - A: the data summary (users and rows dropped, duplicates, held-out targets that repeat a seen
   item and what the evaluation does with them) on stderr, in `recalign data stats` and in
   `Prepared.summary` / `state.json`.
+- B: `recalign data download` without network (exit 2, the URL and where to put the file), and
+  its `--help` listing the datasets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -142,3 +145,41 @@ def test_mask_seen_keeps_a_repeated_target_rankable():
     seen = (torch.tensor([0, 2]), torch.tensor([1, 3]))  # history: tokens 1 and 3
     assert target_ranks(q, w, torch.tensor([3]), exclude=seen).tolist() == [2]  # 1 masked; 2 above 3
     assert target_ranks(q, w, torch.tensor([3])).tolist() == [3]  # mask_seen=false: 1 and 2 above
+
+
+# --------------------------------------------------------------------------------------------
+# B. downloads without network
+# --------------------------------------------------------------------------------------------
+
+
+def test_download_without_network_exits_2_with_url_and_place(tmp_path, monkeypatch, capsys):
+    from recalign.data import download as dl
+
+    src = dataclasses.replace(dl.SOURCES["ml-100k"], url="http://127.0.0.1:9/x/ml-100k.zip")  # loopback only
+    monkeypatch.setitem(dl.SOURCES, "ml-100k", src)
+    assert main(["data", "download", "ml-100k", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "http://127.0.0.1:9/x/ml-100k.zip" in err and "Traceback" not in err
+    assert f"put the file at {tmp_path / 'ml-100k.zip'}" in err
+    assert str(tmp_path / "ml-100k" / "u.data") in err
+    assert f"recalign data download ml-100k --data-dir {tmp_path}" in err
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_download_without_network_unpinned_names_the_flag(tmp_path, monkeypatch, capsys):
+    from recalign.data import download as dl
+
+    src = dataclasses.replace(dl.SOURCES["ml-10m"], url="http://127.0.0.1:9/ml-10m.zip")
+    monkeypatch.setitem(dl.SOURCES, "ml-10m", src)
+    assert main(["data", "download", "ml-10m", "--data-dir", str(tmp_path), "--insecure-skip-checksum"]) == 2
+    err = capsys.readouterr().err
+    assert "--insecure-skip-checksum` again" in err and "ml-10M100K renamed to ml-10m" in err
+
+
+def test_download_help_lists_sizes_and_pinning(capsys):
+    assert main(["data", "download", "--help"]) == 0
+    out = capsys.readouterr().out
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  ml-") or ln.startswith("  obd")}
+    assert "4.9 MB" in lines["ml-100k"] and "sha256 pinned" in lines["ml-100k"]
+    assert "size unknown" in lines["ml-10m"] and "not pinned" in lines["ml-10m"]
+    assert {"ml-1m", "ml-20m", "ml-25m", "ml-32m", "ml-latest-small", "obd"} <= lines.keys()

@@ -49,9 +49,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     add_json_arg(p)
     p.set_defaults(func=cmd_data_stats)
-    p = dsub.add_parser("download", help="download a dataset from its official source (sha256-checked)")
-    from recalign.data.download import SOURCES  # standard library only: cheap
+    from recalign.data.download import SOURCES, describe_sources  # standard library only: cheap
 
+    p = dsub.add_parser("download", help="download a dataset from its official source (sha256-checked)",
+                        description="Download a dataset from its official source into DATA_DIR/<folder>, "
+                        "check its sha256 and unpack it.", epilog=describe_sources(),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", help=f"dataset name: {', '.join(SOURCES)}")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--insecure-skip-checksum", action="store_true",
