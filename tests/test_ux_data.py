@@ -5,6 +5,7 @@
   `Prepared.summary` / `state.json`.
 - B: `recalign data download` without network (exit 2, the URL and where to put the file), and
   its `--help` listing the datasets.
+- C: `--columns ROLE=NAME` on a header-less file says what happened.
 """
 
 from __future__ import annotations
@@ -183,3 +184,40 @@ def test_download_help_lists_sizes_and_pinning(capsys):
     assert "4.9 MB" in lines["ml-100k"] and "sha256 pinned" in lines["ml-100k"]
     assert "size unknown" in lines["ml-10m"] and "not pinned" in lines["ml-10m"]
     assert {"ml-1m", "ml-20m", "ml-25m", "ml-32m", "ml-latest-small", "obd"} <= lines.keys()
+
+
+# --------------------------------------------------------------------------------------------
+# C. a column mapping on a header-less file
+# --------------------------------------------------------------------------------------------
+
+
+def _stats_error(capsys, *argv: str) -> str:
+    assert main(["data", "stats", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1  # one paragraph
+    return err
+
+
+def test_mapping_on_a_headerless_csv_says_there_is_no_header(tmp_path, capsys):
+    f = tmp_path / "logs.csv"
+    f.write_text("1,10,4,100\n1,11,5,101\n2,10,3,102\n")
+    err = _stats_error(capsys, str(f), "--columns", "item=iid,user=uid,reward=r,timestamp=ts")
+    assert str(f) in err and "seems to have no header" in err and "'1,10,4,100'" in err
+    assert "('iid', 'uid', 'r', 'ts') are not there" in err
+    assert "--no-header --columns item,user,reward,timestamp" in err  # the roles in the order named
+    assert "--no-header was given" not in err and "with --no-header" not in err
+    err = _stats_error(capsys, str(f), "--columns", "user=uid")  # the other roles are completed
+    assert "--no-header --columns user,item,reward,timestamp" in err
+    err = _stats_error(capsys, str(f), "--no-header", "--columns", "user=uid,item=iid")  # it was given
+    assert str(f) in err and "--no-header was given" in err and "'user=uid' is a ROLE=NAME mapping" in err
+    assert main(["data", "stats", str(f), "--no-header", "--columns", "user,item,reward,timestamp", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["interactions"] == 3
+
+
+def test_mapping_on_an_amazon_ratings_csv_says_there_is_no_header(tmp_path, capsys):
+    f = tmp_path / "Books.csv"
+    f.write_text("B000000001,A1,4,100\nB000000002,A2,5,101\n")
+    err = _stats_error(capsys, str(f), "--columns", "user=uid,item=iid,reward=r,timestamp=ts")
+    assert str(f) in err and "has no header" in err and "Amazon ratings CSV" in err
+    assert "'uid', 'iid', 'r', 'ts'" in err and "--columns item,user,reward,timestamp" in err
+    assert "--no-header was given" not in err and "with --no-header" not in err
