@@ -6,6 +6,7 @@
 - B: `recalign data download` without network (exit 2, the URL and where to put the file), and
   its `--help` listing the datasets.
 - C: `--columns ROLE=NAME` on a header-less file says what happened.
+- D: `recommend` shows titles (MovieLens item files, or `--items FILE`) and keeps the ids' type.
 """
 
 from __future__ import annotations
@@ -221,3 +222,111 @@ def test_mapping_on_an_amazon_ratings_csv_says_there_is_no_header(tmp_path, caps
     assert str(f) in err and "has no header" in err and "Amazon ratings CSV" in err
     assert "'uid', 'iid', 'r', 'ts'" in err and "--columns item,user,reward,timestamp" in err
     assert "--no-header was given" not in err and "with --no-header" not in err
+
+
+# --------------------------------------------------------------------------------------------
+# D. titles in `recommend`, ids in their own type
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def int_run(tmp_path_factory) -> Path:
+    """A tiny run on a generic CSV whose user and item ids are integers."""
+    tmp = tmp_path_factory.mktemp("titles")
+    rows = ["uid,iid,rating,ts"]
+    for u in range(1, 31):
+        for t in range(10):
+            rows.append(f"{u},{100 + (u + 3 * t) % 40},{1 + (u + t) % 5},{100 + t}")
+    (tmp / "logs.csv").write_text("\n".join(rows) + "\n")
+    out = tmp / "run"
+    argv = ["pretrain", "--data", str(tmp / "logs.csv"), "--out", str(out), "--json"]
+    assert main(argv + sum((["--set", t] for t in TINY), [])) == 0
+    return out
+
+
+def test_recommend_keeps_id_types_and_shows_titles_from_items_file(int_run, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["recommend", str(int_run), "--user", "7", "--k", "4", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["user"] == 7 and all(isinstance(r["item"], int) for r in res["items"])  # ints, as in the data
+    assert not any("title" in r for r in res["items"])  # no titles known: no key
+    items = tmp_path / "items.tsv"
+    items.write_text("item_id\tgenre\ttitle\n" + "".join(f"{i}\tx\tMovie number {i}\n" for i in range(100, 139)))
+    assert main(["recommend", str(int_run), "--user", "7", "--k", "40", "--include-seen", "--items", str(items),
+                 "--json"]) == 0
+    recs = json.loads(capsys.readouterr().out)["items"]
+    assert all(r.get("title") == f"Movie number {r['item']}" for r in recs if r["item"] != 139)
+    assert "title" not in next(r for r in recs if r["item"] == 139)  # not in the items file
+    assert main(["recommend", str(int_run), "--user", "7", "--k", "3", "--items", str(items)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("top 3 for user 7:") and out.count("Movie number") == 3
+
+
+@pytest.mark.parametrize(("content", "needles"), [
+    (None, ["no such items file"]),
+    ("item_id,genre\n1,x\n", ["needs a title column", "'item_id', 'genre'"]),
+    ("sku,title\n1,x\n", ["needs an id column"]),
+    ("movieId,title\n100,A\n101\n", ["row 2", "column 'title'", "1 field"]),
+    ("movieId,title\n100,A\n100,B\n", ["row 2", "item '100' has two titles"]),
+    ("movieId,title\n100,A\n,B\n", ["row 2", "column 'movieId'", "empty item id"]),
+    (b"movieId,title\n100,A\n101,\xe9t\xe9\n", ["row 2", "not valid UTF-8 text"]),
+])
+def test_items_file_errors_name_file_row_and_column(int_run, tmp_path, capsys, content, needles):
+    f = tmp_path / "items.csv"
+    if isinstance(content, bytes):
+        f.write_bytes(content)
+    elif content is not None:
+        f.write_text(content)
+    before = f.read_bytes() if f.exists() else None
+    assert main(["recommend", str(int_run), "--user", "7", "--items", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert str(f) in err and "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+    assert (f.read_bytes() if f.exists() else None) == before  # the user's file is only read
+
+
+@pytest.mark.data
+def test_movielens_titles_all_layouts(shared_data):
+    from recalign.data.loaders.items import item_titles
+
+    def titles(*sets: str) -> dict[str, str]:
+        return item_titles(load_config(None, [f'data.data_dir="{shared_data}"', *sets]))
+
+    grouplens = titles('data.name="ml-100k"')
+    assert len(grouplens) == 1682 and grouplens["1"] == "Toy Story (1995)"
+    assert grouplens["543"] == "Misérables, Les (1995)"  # u.item is latin-1
+    recbole = titles('data.name="ml-100k"', 'data.format="recbole"')  # ml-100k.item: title + (year)
+    assert recbole["1"] == "Toy Story (1995)" and len(recbole) == 1682
+    small = titles('data.name="ml-latest-small"')
+    assert len(small) == 9742 and small["1"] == "Toy Story (1995)"
+    by_path = titles(f'data.name="{shared_data / "ml-latest-small" / "ratings.csv"}"')
+    assert by_path == small
+    assert titles('data.name="obd"') is None and titles('data.name="sim"') is None
+
+
+def test_movies_dat_titles(tmp_path):
+    from recalign.data.loaders.items import item_titles
+
+    folder = tmp_path / "ml-1m"
+    folder.mkdir()
+    (folder / "ratings.dat").write_text("1::10::5::978300760\n")
+    (folder / "movies.dat").write_bytes("10::Misérables, Les (1995)::Drama\n11::B (1990)::X\n".encode("latin-1"))
+    got = item_titles(load_config(None, ['data.name="ml-1m"', f'data.data_dir="{tmp_path}"']))
+    assert got == {"10": "Misérables, Les (1995)", "11": "B (1990)"}
+
+
+@pytest.mark.data
+def test_recommend_ml100k_shows_titles_and_int_ids(shared_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["pretrain", "--data", "ml-100k", "--data-dir", str(shared_data), "--out", str(out), "--json",
+            "--set", "train.max_steps=2"]
+    assert main(argv + sum((["--set", t] for t in TINY), [])) == 0
+    capsys.readouterr()
+    assert main(["recommend", str(out), "--user", "42", "--k", "5", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["user"] == 42 and len(res["items"]) == 5
+    assert all(isinstance(r["item"], int) and r["title"].endswith(")") for r in res["items"])
+    assert main(["recommend", str(out), "--history", "1,50", "--k", "2"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("top 2 for a history of 2 items:") and text.count("(19") >= 2  # titles with years
