@@ -120,6 +120,9 @@ def test_a_run_stopped_after_one_epoch_warns_and_says_how_to_resume(tmp_path, mo
     assert "unfinished run (stopped after 1 of 5 epochs)" in io.err and "--resume" in io.err
     assert json.loads(io.out)["run"] == {"stage": "pretrain", "finished": False, "epochs_done": 1,
                                          "epochs_planned": 5, "has_weights": True}
+    assert main(["recommend", str(out), "--user", "0", "--json"]) == 0
+    io = capsys.readouterr()
+    assert "unfinished run" in io.err and json.loads(io.out)["run"]["finished"] is False
     assert main(["pretrain", "--config", str(out / "config.toml"), "--out", str(out), "--resume"]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(out)]) == 0

@@ -24,7 +24,9 @@ class DataConfig:
     obd_campaign: Literal["all", "men", "women"] = field("all", "Open Bandit Dataset: campaign")
     no_header: bool = field(False, "generic files: the file has no header; `columns` lists names in file order")
     duplicates: Literal["keep", "drop"] = field("keep", "exact duplicate rows (same user, item, time, reward): keep or drop")
-    min_user_interactions: int = field(3, "users with fewer interactions are dropped (leave-one-out needs 3)", check=AT_LEAST_ONE)
+    min_user_interactions: int = field(3, "loo split: users with fewer interactions are dropped, neither trained on nor "
+                                          "evaluated (leave-one-out needs 3); the count is said on stderr and in state.json",
+                                       check=AT_LEAST_ONE)
     split: Literal["loo", "temporal"] = field("loo", "loo: per-user leave-one-out; temporal: global time cut-off")
     temporal_cutoff: float = field(0.8, "temporal split: quantile of timestamps where test begins (validation takes the 10% before)", check=OPEN_FRACTION)
     high_reward: float = field(4.5, "held-out targets with reward >= this form the high-reward subset (paper: 4.5)")
@@ -61,7 +63,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     ks: list[int] = field([10, 50, 200], "cut-offs k for HR@k and NDCG@k", check=AT_LEAST_ONE)
-    mask_seen: bool = field(True, "exclude items the user has already interacted with from the ranking")
+    mask_seen: bool = field(True, "exclude items the user has already interacted with from the ranking; the target "
+                                  "itself is never excluded, so a target that repeats a seen item stays rankable")
     batch_size: int = field(512, "users scored per evaluation batch", check=AT_LEAST_ONE)
     item_chunk: int = field(262144, "items scored per chunk (running top-k keeps memory bounded)", check=AT_LEAST_ONE)
     judges: int = field(3, "reward models in the held-out judge ensemble (trained on every interaction, "

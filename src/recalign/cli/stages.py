@@ -115,17 +115,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from recalign.stages.inference import recommend_run
+    from recalign.train.runfolder import run_status
 
     history = None if args.history is None else [h for h in args.history.split(",") if h]
     out = recommend_run(args.run, user=args.user, history=history, k=args.k, exclude_seen=not args.include_seen,
-                        device=args.device)
+                        device=args.device, items_file=args.items)
     if args.json:
-        print_json(out)
+        print_json({**out, "run": run_status(args.run)})
     else:
-        who = f"user {args.user}" if args.user is not None else f"a history of {out['history_length']} items"
+        who = f"user {out['user']}" if args.user is not None else f"a history of {out['history_length']} items"
         sys.stdout.write(f"top {out['k']} for {who}:\n")
+        width = max((len(str(rec["item"])) for rec in out["items"] if "title" in rec), default=0)
         for rank, rec in enumerate(out["items"], 1):
-            sys.stdout.write(f"  {rank:>3}. {rec['item']}  (score {rec['score']:.3f})\n")
+            title = f"  {rec['title']}" if "title" in rec else ""
+            sys.stdout.write(f"  {rank:>3}. {str(rec['item']):<{width}}{title}  (score {rec['score']:.3f})\n")
     return 0
 
 
@@ -175,6 +178,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--history", help="comma-separated original item ids, oldest first")
     p.add_argument("--k", type=int, default=10, help="how many items (default 10)")
     p.add_argument("--include-seen", action="store_true", help="allow items already in the history")
+    p.add_argument("--items", metavar="FILE", help="CSV/TSV with a header naming an item id and a title column, to show "
+                   "titles (MovieLens datasets find theirs: u.item, movies.dat, movies.csv)")
     p.add_argument("--device", default="cpu", help=f"where to score: {DEVICE_HELP} (default cpu)")
     add_json_arg(p, "print the list as one JSON object on stdout")
     p.set_defaults(func=cmd_recommend)

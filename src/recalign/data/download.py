@@ -47,6 +47,8 @@ from recalign.errors import InputError, RecalignError
 __all__ = [
     "SOURCES",
     "DownloadError",
+    "describe_sources",
+    "DownloadUnreachable",
     "Source",
     "download",
     "get_source",
@@ -65,6 +67,14 @@ _USER_AGENT = f"recalign/{__version__} (dataset downloader; python urllib)"
 
 class DownloadError(RecalignError):
     """The network or the server failed (exit code 1); a partial download is kept for resuming."""
+
+
+class DownloadUnreachable(DownloadError):
+    """The server could not be reached at all (no network, DNS, proxy, firewall): the user's
+    environment, not a bug, so exit code 2. The message names the URL and where to put the file
+    by hand."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -290,6 +300,31 @@ _SOURCE_LIST: tuple[Source, ...] = (
 SOURCES: dict[str, Source] = {s.name: s for s in _SOURCE_LIST}
 
 
+def _size_text(size: int | None) -> str:
+    if size is None:
+        return "size unknown"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError  # pragma: no cover
+
+
+def describe_sources() -> str:
+    """One line per downloadable dataset: name, download size, whether its sha256 is pinned, and
+    the folder it lands in (for `recalign data download --help`)."""
+    width = max(len(n) for n in SOURCES)
+    lines = ["datasets (download size; sha256 pinned or not; folder inside DATA_DIR):"]
+    for s in SOURCES.values():
+        pin = "sha256 pinned" if s.pinned else "not pinned (needs --insecure-skip-checksum)"
+        lines.append(f"  {s.name:<{width}}  {_size_text(s.size):>12}  {pin:<44}  {s.folder}/")
+    lines.append("Without network: fetch the file elsewhere (the error names its URL), put it in DATA_DIR\n"
+                 "under its own name (e.g. ml-100k.zip) and run the same command again; or unpack it\n"
+                 "into DATA_DIR/<folder>/.")
+    return "\n".join(lines)
+
+
 def get_source(name_or_source: str | Source) -> Source:
     """The registered `Source` of that name (or the `Source` itself); `InputError` if unknown."""
     if isinstance(name_or_source, Source):
@@ -339,7 +374,9 @@ def download(
         InputError: unknown name; unpinned source not allowed; checksum mismatch; an archive that
             tries to write outside its folder, holds device files or lacks the required files;
             a folder in the way.
-        DownloadError: the network or the server failed (rerun to resume).
+        DownloadError: the network or the server failed (rerun to resume); its subclass
+            `DownloadUnreachable` (exit code 2) when the server cannot be reached at all, with
+            the URL and where to put the file by hand.
     """
     source = get_source(name_or_source)
     root = resolve_data_dir(data_dir)
@@ -477,11 +514,28 @@ def _open(
             f"downloading {source.name} from {source.url} failed: HTTP {exc.code} {exc.reason}"
         ) from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        raise DownloadError(
-            f"could not reach {source.url} to download {source.name}: "
-            f"{getattr(exc, 'reason', exc)}. Check the network and run the download again"
-            + (f"; the partial download {part} will be resumed." if offset else ".")
-        ) from None
+        raise DownloadUnreachable(unreachable_message(source, part, offset, getattr(exc, "reason", exc))) from None
+
+
+def unreachable_message(source: Source, part: Path, offset: int, reason: object) -> str:
+    """Why a download could not start and how to install the dataset by hand."""
+    root = part.parent
+    archive = root / source.file_name
+    final = root / source.folder
+    files = ", ".join(str(final / rel) for rel in source.required[:3]) + (", ..." if len(source.required) > 3 else "")
+    unpack = (f" Or put it at {final / source.file_name} yourself." if source.archive == "none" else
+              f" Or unpack it yourself so that {files} exist"
+              + (f" (the archive's top folder {source.archive_root} renamed to {source.folder})"
+                 if source.archive_root and source.archive_root != source.folder else "") + ".")
+    resume = f" The partial download {part} is kept and will be resumed." if offset else ""
+    return (f"could not reach {source.url} to download {source.name} ({reason}): this machine seems to have no "
+            f"network access to that server. Check the network or proxy and run the download again.{resume} "
+            f"To install it by hand, fetch {source.url} on a machine that has access, put the file at {archive} "
+            f"and run `recalign data download {source.name} --data-dir {root}"
+            + ("` again: it checks the file against the pinned sha256" if source.pinned else
+               " --insecure-skip-checksum` again (no sha256 is pinned for this file): it")
+            + (" moves it into place." if source.archive == "none" else " unpacks it.")
+            + unpack)
 
 
 def _digest_if_whole(source: Source, part: Path) -> str | None:

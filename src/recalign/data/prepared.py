@@ -4,7 +4,7 @@ windows and, on the simulator, the ground truth. Every stage starts from `prepar
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,6 +14,7 @@ from recalign.data.schema import Interactions
 from recalign.data.sequences import SequenceData
 from recalign.data.simulator import simulate
 from recalign.data.split import Split, make_split
+from recalign.data.summary import data_summary, report
 
 if TYPE_CHECKING:
     from recalign.config import RunConfig
@@ -28,6 +29,8 @@ class Prepared:
     split: Split
     seq: SequenceData
     simulator: Any = None  # the ground-truth simulator when data.name == "sim"
+    # what preparing dropped, kept and holds out (`data/summary.py`); `state.json`'s data_summary
+    summary: dict[str, Any] = field(default_factory=dict)
 
     def item_counts(self) -> np.ndarray:
         """Training-row counts per token (index 0 = padding), for popularity negatives."""
@@ -44,10 +47,14 @@ def load_interactions(cfg: RunConfig) -> tuple[Interactions, Any]:
 
 def prepare(cfg: RunConfig) -> Prepared:
     """Load, split and window the data of `cfg` (`data.*`, `sim.*`, `model.max_len`,
-    `train.window_stride`)."""
+    `train.window_stride`). What was dropped or kept on the way (`Prepared.summary`) is said on
+    stderr when there is anything to say (`data/summary.py`)."""
     inter, sim = load_interactions(cfg)
     split = make_split(inter, cfg.data.split, cfg.data.min_user_interactions, cfg.data.temporal_cutoff)
-    return Prepared(cfg, inter, split, SequenceData(split, cfg.model.max_len, cfg.train.window_stride), sim)
+    summary = data_summary(inter, split, cfg.data.min_user_interactions, cfg.eval.mask_seen)
+    report(summary, inter.source)
+    seq = SequenceData(split, cfg.model.max_len, cfg.train.window_stride)
+    return Prepared(cfg, inter, split, seq, sim, summary)
 
 
 def fingerprint(inter: Interactions) -> str:

@@ -17,6 +17,9 @@ Definitions (rows are those of the `Interactions` table, sorted by user, time, f
 - `loo_test_targets`: users with at least 3 interactions (leave-one-out holds out the last one
   for test, the one before for validation); `loo_high_reward_targets`: those whose last item has
   reward >= `high_reward_threshold`.
+- `data_summary` (added by `recalign data stats`, under the run's split settings): what
+  preparing the data drops and keeps, and how many held-out targets repeat a seen item (see
+  `summary.py`).
 """
 
 from __future__ import annotations
@@ -179,6 +182,10 @@ def format_stats(stats: dict[str, Any]) -> str:
     if "loo_high_reward_targets" in stats:
         add(f"loo high-reward targets (reward >= {_num(stats['high_reward_threshold'])})",
             stats["loo_high_reward_targets"])
+    if "data_summary" in stats:
+        from recalign.data.summary import format_rows
+
+        rows += [(k, v if isinstance(v, str) else _num(v)) for k, v in format_rows(stats["data_summary"])]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     hist = stats.get("reward_histogram", {})

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from recalign import configlib
+from recalign.data.loaders.items import item_titles
 from recalign.data.sequences import history_batch
 from recalign.errors import InputError
 from recalign.eval.evaluate import evaluate_targets
@@ -42,16 +43,25 @@ def _lookup(ids: np.ndarray, wanted: list[str], what: str) -> np.ndarray:
     return order[pos]
 
 
+def _plain(x: Any) -> Any:
+    """A numpy scalar as the Python value of the same type (int ids stay ints)."""
+    return x.item() if hasattr(x, "item") else x
+
+
 def recommend_run(run_dir: str | Path, user: str | None = None, history: list[str] | None = None, k: int = 10,
-                  exclude_seen: bool = True, device: str = "cpu") -> dict[str, Any]:
-    """Top-`k` items (original ids, scores) for a known user (their whole logged history is the
-    context) or for an explicit history of original item ids."""
+                  exclude_seen: bool = True, device: str = "cpu", items_file: str | Path | None = None) -> dict[str, Any]:
+    """Top-`k` items (original ids, scores, and `title` when known) for a known user (their whole
+    logged history is the context) or for an explicit history of original item ids. `user` in
+    the result is the id as the data hold it (an int for MovieLens). Titles come from `items_file`
+    (a CSV/TSV with an id and a title column) or, for MovieLens, the item file beside the
+    ratings (`data/loaders/items.py`)."""
     if (user is None) == (history is None):
         raise InputError("give exactly one of --user or --history")
     cfg, data, model = load_run(run_dir, device)
     inter = data.inter
     if user is not None:
         code = int(_lookup(inter.user_ids, [str(user)], "user")[0])
+        user = _plain(inter.user_ids[code])
         offsets = data.split.offsets
         tokens = inter.item[offsets[code]:offsets[code + 1]] + 1
         ts = inter.timestamp[offsets[code]:offsets[code + 1]]
@@ -69,6 +79,10 @@ def recommend_run(run_dir: str | Path, user: str | None = None, history: list[st
     k = min(k, inter.n_items - (len(exclude[1]) if exclude else 0))
     scores, top = topk_items(q, model.item_weight.float(), k, exclude=exclude, item_chunk=cfg.eval.item_chunk)
     codes = top[0].cpu().numpy() - 1
-    ids = [x.item() if hasattr(x, "item") else x for x in inter.item_ids[codes]]
-    return {"user": user, "history_length": int(len(tokens)), "k": k,
-            "items": [{"item": i, "score": float(s)} for i, s in zip(ids, scores[0].tolist())]}
+    ids = [_plain(x) for x in inter.item_ids[codes]]
+    titles = item_titles(cfg, items_file) or {}
+    recs = [{"item": i, "score": float(s)} for i, s in zip(ids, scores[0].tolist())]
+    for rec in recs:
+        if str(rec["item"]) in titles:
+            rec["title"] = titles[str(rec["item"])]
+    return {"user": user, "history_length": int(len(tokens)), "k": k, "items": recs}

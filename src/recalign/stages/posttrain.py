@@ -177,7 +177,7 @@ def posttrain(init_run: str | Path, method: str | None, out_dir: str | Path, ove
     setup_stats = meth.setup(ctx)
     write_run_files(out_dir, run_cfg, data.inter, {
         "stage": "posttrain", "init": str(init_run), "method": meth.name,
-        "reward_model": None if rm_path is None else str(rm_path), "setup": setup_stats})
+        "reward_model": None if rm_path is None else str(rm_path), "setup": setup_stats}, data_summary=data.summary)
     if tcfg.progress and distributed.is_main():
         shown = {k: v for k, v in setup_stats.items() if isinstance(v, (int, float))}
         print(f"recalign: posttrain {meth.name}: " + " ".join(f"{k}={v:.4g}" for k, v in shown.items()),

@@ -23,7 +23,7 @@ def pretrain(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[
             raise InputError("run folder exists; pass --resume to continue it or choose another --out", path=run_dir)
     data = prepare(cfg)
     model = build_model(cfg, data)
-    write_run_files(run_dir, cfg, data.inter, {"stage": "pretrain"})
+    write_run_files(run_dir, cfg, data.inter, {"stage": "pretrain"}, data_summary=data.summary)
     res, test = train_and_test(cfg, data, model, NextItemObjective(), run_dir, resume=resume)
     summary = {"stage": "pretrain", "best_epoch": res.best_epoch, "epochs_run": res.epochs_run, "steps": res.steps,
                "train_seconds": round(res.seconds, 2), "seconds_to_best": round(res.seconds_to_best, 2),

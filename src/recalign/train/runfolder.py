@@ -27,10 +27,12 @@ SPLIT_KEYS = {"posttrain.beta": "posttrain.kl_coef"}  # beta was dpo's temperatu
 
 
 def write_run_files(run_dir: Path, cfg: RunConfig, inter: Interactions,
-                    extra_state: dict[str, Any] | None = None) -> None:
+                    extra_state: dict[str, Any] | None = None, data_summary: dict[str, Any] | None = None) -> None:
     """Start a run folder: resolved config, id maps, `state.json`. Under torchrun every rank calls
     it and rank 0 writes; the barriers let every rank finish its checks of the folder (does it
-    exist already?) before anything is written, and find the files complete afterwards."""
+    exist already?) before anything is written, and find the files complete afterwards.
+    `data_summary` (`Prepared.summary`: users and rows dropped, duplicates, repeat targets) goes
+    into `state.json` under that name; `n_users` there counts every user of the table."""
     distributed.barrier()
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.atomic_write_text(run_dir / "config.toml", configlib.to_toml(cfg))
@@ -38,6 +40,8 @@ def write_run_files(run_dir: Path, cfg: RunConfig, inter: Interactions,
         ckpt.atomic_write_text(run_dir / name, json.dumps([x.item() if hasattr(x, "item") else x for x in ids]))
     state = {"seed": cfg.train.seed, "git_revision": ckpt.git_revision(), "data_fingerprint": fingerprint(inter),
              "n_users": inter.n_users, "n_items": inter.n_items, "interactions": len(inter)}
+    if data_summary is not None:
+        state["data_summary"] = data_summary
     state.update(extra_state or {})
     ckpt.atomic_write_text(run_dir / "state.json", json.dumps(state, indent=2))
     distributed.barrier()

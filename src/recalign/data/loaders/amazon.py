@@ -82,8 +82,10 @@ def _read_json(path: Path, columns: str) -> tabular.Columns:
 
 
 def _read_csv(path: Path, columns: str) -> tabular.Columns:
+    if "=" in columns:
+        raise _mapping_on_ratings_csv(path, columns)
     if columns:
-        names = generic.parse_order(columns)
+        names = generic.parse_order(columns, path)
     elif path.name.lower().startswith("ratings_"):
         names = ["user", "item", "reward", "timestamp"]  # 2014
     else:
@@ -93,6 +95,21 @@ def _read_csv(path: Path, columns: str) -> tabular.Columns:
     if not columns:
         _check_order(cols, names)
     return cols
+
+
+def _mapping_on_ratings_csv(path: Path, columns: str) -> InputError:
+    """`--columns ROLE=NAME` on an Amazon ratings CSV, which has no header line to name."""
+    lines = tabular.first_lines(path, 1)
+    line = lines[0] if lines else ""
+    line = line if len(line) <= 80 else line[:77] + "..."
+    named = ", ".join(repr(p.split("=", 1)[1].strip()) for p in columns.split(",") if "=" in p)
+    order = "user,item,reward,timestamp" if path.name.lower().startswith("ratings_") else "item,user,reward,timestamp"
+    return InputError(
+        f"the file has no header: it was read as an Amazon ratings CSV (its first line, {line!r}, is data with "
+        f"an ASIN-like id), so the named columns {named} cannot be found. List the roles in file order "
+        f"instead, e.g. --columns {order} (no --no-header needed), or read it as a generic file with "
+        "--format csv (add --no-header and roles in file order if it has no header)", path=path,
+    )
 
 
 def _asin_share(arr: pa.ChunkedArray) -> float:

@@ -65,15 +65,19 @@ def parse_mapping(spec: str) -> dict[str, str]:
     return out
 
 
-def parse_order(spec: str) -> list[str]:
-    """`item,user,reward,timestamp` (file order, `_` = skip) -> names for a header-less file."""
+def parse_order(spec: str, path: Path | None = None) -> list[str]:
+    """`item,user,reward,timestamp` (file order, `_` = skip) -> names for a file read with
+    `--no-header` (`path`: named in the errors)."""
     if not spec.strip():
         raise InputError("a file without a header needs --columns listing the roles in file order, "
-                         "e.g. --columns user,item,reward,timestamp (`_` skips a column)")
+                         "e.g. --columns user,item,reward,timestamp (`_` skips a column)", path=path)
     names: list[str] = []
     for i, part in enumerate(p.strip() for p in spec.split(",")):
         if "=" in part:
-            raise InputError(f"--columns with --no-header lists roles in file order; {part!r} is a mapping")
+            raise InputError(
+                f"--no-header was given, so --columns lists the roles in file order (`_` skips a column), "
+                f"e.g. --columns user,item,reward,timestamp; {part!r} is a ROLE=NAME mapping, which needs a "
+                "header line naming the columns (drop --no-header if the file has one)", path=path)
         if part in ("_", ""):
             names.append(f"_skip{i}")
         elif part in tabular.ROLES:
@@ -93,7 +97,7 @@ def resolve_columns(path: Path, found: list[str], mapping: dict[str, str],
     for role in tabular.ROLES:
         if role in mapping:
             if mapping[role] not in found:
-                raise tabular.missing_column_error(path, role, mapping[role], found, delimiter, first_line)
+                raise tabular.missing_column_error(path, role, mapping[role], found, delimiter, first_line, mapping)
             select[role] = mapping[role]
             continue
         taken = set(select.values()) | set(mapping.values())
@@ -154,7 +158,7 @@ def read_generic(path: Path, fmt: str, *, columns: str = "", no_header: bool = F
         return tabular.read_json_lines(path, resolve_columns(path, keys, mapping), time_unit)
     delimiter = delimiter_of(fmt)
     if no_header:
-        names = parse_order(columns)
+        names = parse_order(columns, path)
         select = {n: n for n in names if n in tabular.ROLES}
         missing = [r for r in tabular.REQUIRED if r not in select]
         if missing:

@@ -459,19 +459,44 @@ def delimiter_hint(line: str, delimiter: str) -> str:
 
 
 def missing_column_error(path: Path, role: str, column: str | None, found: list[str],
-                         delimiter: str | None = None, first_line: str = "") -> InputError:
-    """'column X not found: found N columns ...' with the columns found and a delimiter hint."""
+                         delimiter: str | None = None, first_line: str = "",
+                         mapping: dict[str, str] | None = None) -> InputError:
+    """'column X not found: found N columns ...' with the columns found and a delimiter hint;
+    when the first line looks like data, says that the file seems to have no header (`mapping`:
+    the `--columns` roles and names the user gave, for the message)."""
     what = f"the {role} column {column!r} is not in the file" if column else f"no {role} column"
     sep = f" ({_describe(delimiter)}-separated)" if delimiter else ""
     hint = delimiter_hint(first_line, delimiter) if delimiter else ""
     if not hint and any(re.fullmatch(r"\s*[-+]?\d+(\.\d*)?([eE][-+]?\d+)?\s*", c) for c in found):
-        hint = ("; the first line looks like data: for a file without a header pass --no-header "
-                "--columns with the roles in file order, e.g. user,item,reward,timestamp")
-    elif column is None and not hint:
+        return _no_header_error(path, role, column, found, first_line, mapping or {})
+    if column is None and not hint:
         hint = f"; name it with --columns {role}=NAME"
     return InputError(
         f"{what}: found {len(found)} column{'s' if len(found) != 1 else ''}{sep}: "
         f"{', '.join(map(repr, found[:30]))}{' ...' if len(found) > 30 else ''}{hint}",
+        path=path, column=column or role,
+    )
+
+
+def _no_header_error(path: Path, role: str, column: str | None, found: list[str], first_line: str,
+                     mapping: dict[str, str]) -> InputError:
+    """The first line of a file read with a header looks like data: say so, and suggest
+    `--no-header --columns` with the roles in file order (the roles the user named, in the order
+    named, `_` for the other columns)."""
+    line = first_line if len(first_line) <= 80 else first_line[:77] + "..."
+    named = list(mapping.values()) or ([column] if column else [])
+    if named:
+        what = f"the column{'s' if len(named) > 1 else ''} named by --columns ({', '.join(map(repr, named))}) "
+        what += "are not there" if len(named) > 1 else "is not there"
+    else:
+        what = f"no {role} column can be found"
+    roles = [r for r in mapping if r in ROLES]
+    roles += [r for r in REQUIRED if r not in roles]
+    example = ",".join(roles + ["_"] * max(0, len(found) - len(roles)))
+    return InputError(
+        f"the file seems to have no header: its first line, {line!r}, looks like data, so {what}. "
+        f"Pass --no-header and list the roles in file order instead, e.g. --no-header --columns {example} "
+        f"(the first line has {len(found)} field{'s' if len(found) != 1 else ''}; `_` skips one)",
         path=path, column=column or role,
     )
 
