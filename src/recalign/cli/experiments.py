@@ -50,7 +50,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     report.plot_sweep(summary, out / "sweep.png")
     hack = report.plot_traces(res["traces"], out / "trace.png")
     md = [f"# recalign sweep: {args.param}", "", f"`{' '.join(sys.argv)}`", "",
-          report.sweep_markdown(summary), "", "![sweep](sweep.png)"] + (["", "![trace](trace.png)"] if hack else [])
+          report.sweep_markdown(summary), "", "![sweep](sweep.png)"]
+    if hack:
+        md += ["", "![trace](trace.png)", "", f"Trace: {report.traces_verdict(res['traces'])}."]
     if summary["fixed"]:
         md[4:4] = [report.methods_markdown(summary["fixed"], [summary["metric"], "ndcg@10"]), ""]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
@@ -58,7 +60,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        sys.stdout.write(report.sweep_markdown(summary) + f"\n\nreport.md, sweep.png and results.json are in {out}\n")
+        sys.stdout.write(report.sweep_markdown(summary) + f"\n\nreport.md, sweep.png{', trace.png' if hack else ''} "
+                         f"and results.json are in {out}\n")
     return 0
 
 
