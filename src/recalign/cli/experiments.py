@@ -21,15 +21,15 @@ from recalign.errors import InputError
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from recalign.experiments.demo import format_table, run_demo
+    from recalign.experiments.demo import default_out_dir, format_files, format_table, run_demo
 
-    out = out_dir(args, "recalign-demo-")
+    out = args.out or default_out_dir()
     res = run_demo(out, quick=args.quick, overrides=args.overrides, seeds=args.seeds, jobs=args.jobs)
     if args.json:
         print_json({k: v for k, v in res.items() if k != "config"})
+        sys.stderr.write(format_files(res, out) + "\n")
     else:
-        sys.stdout.write(format_table(res) + "\n")
-        sys.stdout.write(f"\n{res['seconds']:.0f} s; results.json, table.txt and every run folder are in {out}\n")
+        sys.stdout.write(format_table(res) + "\n\n" + format_files(res, out) + "\n")
     return 0
 
 
@@ -125,7 +125,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the whole story on the embedded simulator, in a few minutes on a CPU")
     p.add_argument("--quick", action="store_true", help="a smaller world and model (about a minute; used by CI)")
-    p.add_argument("--out", help="folder for results.json, table.txt and the runs (default: a new temp folder)")
+    p.add_argument("--out", help="folder for results.json, table.txt, the figures and the runs (default: "
+                   "runs/demo-<date>-<time> in the working folder)")
     p.add_argument("--seeds", type=int, default=3, help="simulator/training seeds: each a new world (default 3; "
                    "intervals over seeds)")
     p.add_argument("--jobs", type=int, default=0, help="seeds run in parallel processes (default: one per CPU core)")
