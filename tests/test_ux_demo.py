@@ -155,9 +155,7 @@ def test_default_out_dir_is_dated_under_runs_and_never_reused(tmp_path, monkeypa
 # ------------------------------------------------------------------ through the CLI
 def test_demo_cli_default_folder_seed_labels_files_and_figures(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
-    args = ["demo", "--quick", "--seeds", "2", "--jobs", "2", "--set", "train.progress=true",
-            "--set", "posttrain.trace_every=1"]
-    assert main(args) == 0
+    assert main(["demo", "--quick", "--seeds", "2", "--jobs", "2", "--set", "train.progress=true"]) == 0
     out, err = capfd.readouterr()
     (folder,) = Path("runs").iterdir()
     assert re.fullmatch(r"demo-\d{8}-\d{6}", folder.name)
@@ -178,7 +176,8 @@ def test_demo_cli_default_folder_seed_labels_files_and_figures(tmp_path, monkeyp
     traces = {"ppo": [report.read_trace(folder / s / "ppo") for s in ("seed0", "seed1")]}
     title = _png_text(folder / "hacking.png")["Title"]
     assert title == report.traces_verdict(traces) and title.startswith("ppo: ")
-    assert not title.endswith("nothing to judge")  # traced every step: a verdict
+    assert not title.endswith("nothing to judge")  # --quick traces ppo every step: a verdict
+    assert len(traces["ppo"][0]) > 2 and not (folder / "seed0" / "sft" / "trace.jsonl").exists()  # ppo only
     assert title in tail[4]
     assert "95% paired bootstrap" in _png_text(folder / "methods.png")["Description"]
 

@@ -41,7 +41,7 @@ from recalign.experiments import report
 from recalign.experiments.compare import compare_methods
 from recalign.experiments.presets import preset_config
 from recalign.experiments.summary import label_summary
-from recalign.experiments.sweep import seeded, trace_settings
+from recalign.experiments.sweep import seeded
 from recalign.train.checkpoint import atomic_write_text
 
 DEMO_METHODS = ("sft", "linear_sft", "exp_sft", "ppo", "dpo")
@@ -112,15 +112,15 @@ def labelled_stderr(label: str) -> Iterator[None]:
         sys.stderr = old
 
 
-def run_seed(cfg: RunConfig, out: Path, methods: tuple[str, ...]) -> dict[str, Any]:
-    """One seed: simulate, pretrain, every method from the same checkpoint; per-user true values
-    and the oracle's and the logging policy's in the same contexts. Its stderr lines start with
-    `[seed N]`."""
+def run_seed(cfg: RunConfig, out: Path, methods: tuple[str, ...], trace_every: int = 10) -> dict[str, Any]:
+    """One seed: simulate, pretrain, every method from the same checkpoint (TRACED ones traced every
+    `trace_every` steps); per-user true values and the oracle's and the logging policy's in the
+    same contexts. Its stderr lines start with `[seed N]`."""
     with labelled_stderr(f"[seed {cfg.sim.seed}] "):
         data = prepare(cfg)
         sim, test = data.simulator, data.split.test
         logging = sim.logging_value(test.users, 10, step=test.context_end - data.split.offsets[test.users])
-        variants = {m: (m, trace_settings(m, cfg, TRACED)) for m in methods}
+        variants = {m: (m, [f"posttrain.trace_every={trace_every}"] if m in TRACED else []) for m in methods}
         res = compare_methods(cfg, out, variants, data=data, log=_log)
         _log(f"{len(data.inter):,} logged interactions of {data.inter.n_users:,} users on "
              f"{data.inter.n_items:,} items; true value of the top-10: oracle {res['oracle_value'].mean():.3f}, "
@@ -216,12 +216,14 @@ def run_demo(out_dir: str | Path, quick: bool = False, overrides: list[str] | No
     cfgs = [seeded(cfg, s) for s in range(seeds)]
     dirs = [out / f"seed{c.sim.seed}" for c in cfgs]
     jobs = max(1, min(jobs or (os.cpu_count() or 1), seeds))
+    # ppo's trace: every 10 steps, every step in --quick (5 steps); `--set posttrain.trace_every` wins
+    every = cfg.posttrain.trace_every or (1 if quick else 10)
     _log(f"writing into {out} ({seeds} seed(s), {jobs} at a time)")
     if jobs == 1:
-        per_seed = [run_seed(c, d, methods) for c, d in zip(cfgs, dirs)]
+        per_seed = [run_seed(c, d, methods, every) for c, d in zip(cfgs, dirs)]
     else:  # one process per seed, `jobs` at a time (each trains with train.num_threads threads)
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
-            per_seed = list(ex.map(run_seed, cfgs, dirs, [methods] * seeds))
+            per_seed = list(ex.map(run_seed, cfgs, dirs, [methods] * seeds, [every] * seeds))
     res = summarise(per_seed, methods)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["config"] = configlib.to_dict(cfg)
