@@ -21,6 +21,13 @@ for the guarantee to hold in every context at once, replace |A| by |S|·|A| (i.e
 `n_items = n_contexts·n_items`). The bound is on the population optimum (infinite data, exact
 fit), not on a finitely trained network. It is conservative (it even allows a value below
 `V_β`); the log of the catalog size enters only through ε.
+
+Verdict (`theory_report`'s `verdict` and `vacuous`). No policy can lose more than the reward
+range `R_max − R_min` against another (values lie in `[R_min, R_max]`), so a bound at or above
+the range says nothing: it is *vacuous*. `R_min` defaults to 0 (ratings, clicks: rewards in
+`[0, R_max]`, range `R_max`); pass `r_min = −R_max` for signed rewards with `|r| ≤ R_max`. The
+formulas above keep `R_max`; `R_min` enters only the verdict. A vacuous verdict names the λ that
+step 4 needs for a loss below τ: the given τ, else `VERDICT_TAU = 10%` of the reward range.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import math
 from typing import Any
 
 from recalign.errors import InputError
+
+VERDICT_TAU = 0.1  # without a τ, the verdict asks for a value loss below 10% of the reward range
 
 
 def _check(sigma: float, n_items: float, delta: float) -> None:
@@ -69,6 +78,32 @@ def min_lambda(sigma: float, n_items: float, delta: float, r_max: float, tau: fl
     return 2.0 * epsilon(sigma, n_items, delta) / math.log1p(tau / r_max)
 
 
+def verdict(sigma: float, n_items: float, delta: float, r_max: float, lam: float | None = None,
+            tau: float | None = None, r_min: float = 0.0) -> dict[str, Any]:
+    """Is the guarantee informative? `{"verdict": one line, "vacuous": bool, "reward_range",
+    "verdict_tau", "verdict_min_lambda"}`: at `lam`, vacuous when the bound is not below the reward
+    range `r_max − r_min`; with `tau` only, when τ itself is not below it."""
+    if not r_min < r_max:
+        raise InputError(f"r_min must be below r_max, got r_min={r_min}, r_max={r_max}")
+    span = r_max - r_min
+    t = tau if tau is not None else VERDICT_TAU * span
+    need = min_lambda(sigma, n_items, delta, r_max, t)
+    t_txt = f"τ = {t:.3g}" + ("" if tau is not None else f" ({VERDICT_TAU:.0%} of the reward range)")
+    rng = f"the reward range {span:.3g} ({r_min:g} to {r_max:g})"
+    if lam is None:
+        vacuous = t >= span
+        text = (f"vacuous: τ = {t:.3g} is not below {rng}, any policy meets it" if vacuous else
+                f"informative: λ ≥ {need:.3g} keeps the value loss below τ = {t:.3g}, {t / span:.0%} of {rng}")
+    else:
+        bound = value_loss_bound(sigma, n_items, delta, r_max, lam)
+        vacuous = bound >= span
+        text = (f"vacuous: the bound {bound:.3g} {'exceeds' if bound > span else 'equals'} {rng} — λ must be ≥ "
+                f"{need:.3g} for a loss below {t_txt}" if vacuous else
+                f"informative: the bound {bound:.3g} is {bound / span:.0%} of {rng}")
+    return {"verdict": text, "vacuous": bool(vacuous), "reward_range": span, "verdict_tau": t,
+            "verdict_min_lambda": need}
+
+
 def theory_report(
     sigma: float,
     n_items: float,
@@ -76,17 +111,20 @@ def theory_report(
     r_max: float,
     lam: float | None = None,
     tau: float | None = None,
+    r_min: float = 0.0,
 ) -> dict[str, Any]:
     """The calculator behind `recalign theory`: ε, and the bound at `lam` and/or `λ_min` for `tau`.
 
-    Returns a JSON-ready dict with the inputs, `epsilon`, and, where asked, `value_loss_bound`
-    (at `lam`) and `min_lambda` (for `tau`), plus a `note` on how to read them.
+    Returns a JSON-ready dict with the inputs (`n_items` an int when it is a whole number),
+    `epsilon`, and, where asked, `value_loss_bound` (at `lam`) and `min_lambda` (for `tau`), the
+    `verdict` (see `verdict`: `vacuous`, ...), plus a `note` on how to read them.
     """
     out: dict[str, Any] = {
         "sigma": sigma,
-        "n_items": n_items,
+        "n_items": int(n_items) if float(n_items).is_integer() else n_items,
         "delta": delta,
         "r_max": r_max,
+        "r_min": r_min,
         "epsilon": epsilon(sigma, n_items, delta),
     }
     _positive("r_max", r_max)
@@ -96,6 +134,8 @@ def theory_report(
     if tau is not None:
         out["tau"] = tau
         out["min_lambda"] = min_lambda(sigma, n_items, delta, r_max, tau)
+    if lam is not None or tau is not None:
+        out.update(verdict(sigma, n_items, delta, r_max, lam, tau, r_min))
     out["note"] = (
         "with probability >= 1 - delta, V(pi) >= V_beta - value_loss_bound for the population "
         "optimum of exp_sft, per context (pass n_items = contexts x items for all contexts at "

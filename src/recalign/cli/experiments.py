@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -20,15 +21,15 @@ from recalign.errors import InputError
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from recalign.experiments.demo import format_table, run_demo
+    from recalign.experiments.demo import default_out_dir, format_files, format_table, run_demo
 
-    out = out_dir(args, "recalign-demo-")
+    out = args.out or default_out_dir()
     res = run_demo(out, quick=args.quick, overrides=args.overrides, seeds=args.seeds, jobs=args.jobs)
     if args.json:
         print_json({k: v for k, v in res.items() if k != "config"})
+        sys.stderr.write(format_files(res, out) + "\n")
     else:
-        sys.stdout.write(format_table(res) + "\n")
-        sys.stdout.write(f"\n{res['seconds']:.0f} s; results.json, table.txt and every run folder are in {out}\n")
+        sys.stdout.write(format_table(res) + "\n\n" + format_files(res, out) + "\n")
     return 0
 
 
@@ -49,7 +50,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     report.plot_sweep(summary, out / "sweep.png")
     hack = report.plot_traces(res["traces"], out / "trace.png")
     md = [f"# recalign sweep: {args.param}", "", f"`{' '.join(sys.argv)}`", "",
-          report.sweep_markdown(summary), "", "![sweep](sweep.png)"] + (["", "![trace](trace.png)"] if hack else [])
+          report.sweep_markdown(summary), "", "![sweep](sweep.png)"]
+    if hack:
+        md += ["", "![trace](trace.png)", "", f"Trace: {report.traces_verdict(res['traces'])}."]
     if summary["fixed"]:
         md[4:4] = [report.methods_markdown(summary["fixed"], [summary["metric"], "ndcg@10"]), ""]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
@@ -57,7 +60,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        sys.stdout.write(report.sweep_markdown(summary) + f"\n\nreport.md, sweep.png and results.json are in {out}\n")
+        sys.stdout.write(report.sweep_markdown(summary) + f"\n\nreport.md, sweep.png{', trace.png' if hack else ''} "
+                         f"and results.json are in {out}\n")
     return 0
 
 
@@ -93,8 +97,10 @@ def cmd_theory(args: argparse.Namespace) -> int:
     from recalign.theory import theory_report
 
     if args.lam is None and args.tau is None:
-        raise InputError("give --lam (the bound at this λ) and/or --tau (the smallest λ for this loss)")
-    rep = theory_report(args.sigma, args.n_items, args.delta, args.r_max, lam=args.lam, tau=args.tau)
+        raise InputError("give --lam (the bound at this λ) and/or --tau (the smallest λ for this loss); "
+                         "see `recalign theory --help` for an example")
+    rep = theory_report(args.sigma, args.n_items, args.delta, args.r_max, lam=args.lam, tau=args.tau,
+                        r_min=args.r_min)
     if args.json:
         print_json(rep)
         return 0
@@ -104,6 +110,7 @@ def cmd_theory(args: argparse.Namespace) -> int:
     if "min_lambda" in rep:
         sys.stdout.write(f"smallest λ keeping the loss below τ = {args.tau:g}: 2ε / log(1 + τ/R_max) = "
                          f"{rep['min_lambda']:.6g}\n")
+    sys.stdout.write(rep["verdict"] + "\n")
     sys.stdout.write(f"({rep['note']})\n")
     return 0
 
@@ -118,7 +125,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the whole story on the embedded simulator, in a few minutes on a CPU")
     p.add_argument("--quick", action="store_true", help="a smaller world and model (about a minute; used by CI)")
-    p.add_argument("--out", help="folder for results.json, table.txt and the runs (default: a new temp folder)")
+    p.add_argument("--out", help="folder for results.json, table.txt, the figures and the runs (default: "
+                   "runs/demo-<date>-<time> in the working folder)")
     p.add_argument("--seeds", type=int, default=3, help="simulator/training seeds: each a new world (default 3; "
                    "intervals over seeds)")
     p.add_argument("--jobs", type=int, default=0, help="seeds run in parallel processes (default: one per CPU core)")
@@ -170,14 +178,52 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_reproduce)
 
 
+THEORY_DESCRIPTION = """\
+The noise-robustness bound of exp_sft (recalign/theory.py, METHOD.md): with probability
+≥ 1 − δ, V(π) ≥ V_β − R_max·(exp(2ε/λ) − 1), where ε = σ·sqrt(2·log(2|A|/δ)); and the
+smallest λ that keeps this value loss below τ. Give --lam (the bound at this λ) and/or --tau
+(the smallest λ for this loss). The last line is the verdict: "vacuous" when the bound is not
+below the reward range R_max − R_min (no policy can lose more than that: the bound says
+nothing), with the λ that a loss below τ needs (τ = 10% of the range when --tau is not given).
+"""
+
+THEORY_EXAMPLE = """\
+example: ratings 1 to 5, observed with noise σ = 1, on 1682 items:
+  $ recalign theory --sigma 1 --n-items 1682 --r-min 1 --r-max 5 --lam 0.5
+  noise radius ε = σ·sqrt(2·log(2|A|/δ)) = 4.71521
+  value loss bound at λ = 0.5: R_max·(exp(2ε/λ) − 1) = 7.76488e+08
+  vacuous: the bound 7.76e+08 exceeds the reward range 4 (1 to 5) — λ must be ≥ 123 for a loss below τ = 0.4 (10% of the reward range)
+  $ recalign theory --sigma 1 --n-items 1682 --r-min 1 --r-max 5 --tau 0.4
+  noise radius ε = σ·sqrt(2·log(2|A|/δ)) = 4.71521
+  smallest λ keeping the loss below τ = 0.4: 2ε / log(1 + τ/R_max) = 122.535
+  informative: λ ≥ 123 keeps the value loss below τ = 0.4, 10% of the reward range 4 (1 to 5)
+"""
+
+
+def _count(text: str) -> int:
+    """A whole number, also written as 1e6 (catalog sizes times contexts are large)."""
+    try:
+        x = float(text)
+    except ValueError:
+        x = math.nan
+    if not x.is_integer():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(x)
+
+
 def _add_theory(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("theory", help="METHOD.md's bound: value loss of exp_sft under noise, smallest safe λ "
-                       "(give --lam and/or --tau)")
+                       "(give --lam and/or --tau)",
+                       description=THEORY_DESCRIPTION,
+                       epilog=THEORY_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sigma", type=float, required=True, help="sub-Gaussian noise scale σ of the rewards")
-    p.add_argument("--n-items", type=float, required=True, help="catalog size |A|")
+    p.add_argument("--n-items", type=_count, required=True, help="catalog size |A| (contexts × items for a guarantee "
+                   "in every context at once)")
     p.add_argument("--delta", type=float, default=0.05, help="failure probability δ (default 0.05)")
-    p.add_argument("--r-max", type=float, required=True, help="largest reward R_max")
+    p.add_argument("--r-max", type=float, required=True, help="largest reward R_max (the bound assumes |r| ≤ R_max)")
+    p.add_argument("--r-min", type=float, default=0.0, help="smallest reward R_min (default 0): the verdict compares "
+                   "the bound with the range R_max − R_min; -R_max for signed rewards")
     p.add_argument("--lam", type=float, help="temperature λ: print the value-loss bound at this λ")
     p.add_argument("--tau", type=float, help="tolerated value loss τ: print the smallest λ that keeps it")
-    add_json_arg(p)
+    add_json_arg(p, "print the figures as one JSON object on stdout (with `verdict` and `vacuous`)")
     p.set_defaults(func=cmd_theory)

@@ -1,13 +1,17 @@
 """Figures (matplotlib, PNG) and markdown tables for `sweep`, `reproduce` and `demo`.
 
 Every figure is drawn from the JSON-able summaries of `summary.py`/`sweep.py` (plus the
-`trace.jsonl` files of traced runs), so a report can be redrawn from `results.json`.
+`trace.jsonl` files of traced runs), so a report can be redrawn from `results.json`. Every line
+has a legend entry, every figure a caption saying what its bars or bands are, and the title and
+caption are also stored in the PNG's metadata (`Title`, `Description`: alt text, and what tests
+read).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,40 @@ def _as_float(values: list[str]) -> list[float] | None:
         return [float(v) for v in values]
     except ValueError:
         return None
+
+
+def _finish(fig, path: str | Path, title: str, caption: str, legend_of=None) -> Path:
+    """Title on top; under the panels the legend of the axes `legend_of` (shared by every panel)
+    and the caption (wrapped); laid out, saved with title and caption in the PNG's metadata, and
+    closed."""
+    height = fig.get_figheight()
+    lines = textwrap.wrap(caption, int(fig.get_figwidth() * 17)) if caption else []
+    bottom = (0.03 + 0.14 * len(lines)) / height if lines else 0.0
+    if title:
+        fig.suptitle(title, fontsize=10)
+    if lines:
+        fig.text(0.5, 0.01, "\n".join(lines), ha="center", va="bottom", fontsize=8, color="#333333")
+    if legend_of is not None:
+        handles, labels = legend_of.get_legend_handles_labels()
+        ncol = 1 if max(map(len, labels)) > 60 else 2
+        fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, bottom), ncol=ncol, fontsize=8,
+                   frameon=False)
+        bottom += (0.1 + 0.19 * math.ceil(len(labels) / ncol)) / height
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.savefig(path, dpi=110, metadata={"Title": title, "Description": caption})
+    _plt().close(fig)
+    return Path(path)
+
+
+def band_caption(summary: dict[str, Any], relative: bool) -> str:
+    """What the bands of a sweep figure are (see summary.py: values over seeds, deltas paired)."""
+    n, base = summary["seeds"], summary.get("baseline", "sft")
+    if relative:
+        return (f"Δ: the mean per-user difference from {base} on the same test contexts; bands: 95% paired "
+                f"bootstrap interval over (seed, user) pairs, {n} seed(s).")
+    if n > 1:
+        return f"Lines: the mean over {n} seeds; bands: 95% Student-t interval over the seeds."
+    return "Lines: one seed; bands: 95% bootstrap interval over users."
 
 
 def plot_sweep(summary: dict[str, Any], path: str | Path, title: str = "") -> Path:
@@ -73,7 +111,7 @@ def plot_sweep(summary: dict[str, Any], path: str | Path, title: str = "") -> Pa
         if v is not None:
             ax.axhline(v["mean"], ls="--", lw=1, color=_color(name, i + 5), label=f"{name} (fixed)")
     if relative and not summary.get("fixed"):
-        ax.axhline(0.0, ls="--", lw=1, color=_color(base, 0), label=base)
+        ax.axhline(0.0, ls="--", lw=1, color=_color(base, 0), label=f"{base} (Δ = 0)")
     log_x = xs is not None and min(xs) > 0 and max(xs) / min(xs) >= 10
     for a in axes[0]:
         if log_x:
@@ -84,8 +122,10 @@ def plot_sweep(summary: dict[str, Any], path: str | Path, title: str = "") -> Pa
         a.grid(alpha=0.3)
     ax.set_ylabel(("Δ vs " + base + ": " if relative else "") + METRIC_NAMES.get(metric, metric))
     ax.legend(fontsize=8)
-    ax.set_title(title or f"{METRIC_NAMES.get(metric, metric)} vs {summary['param']} "
-                 f"({summary['seeds']} seed(s), 95% bands)", fontsize=10)
+    ax.set_title(f"{METRIC_NAMES.get(metric, metric)} vs {summary['param']} ({summary['seeds']} seed(s))",
+                 fontsize=10)
+    caption = band_caption(summary, relative) + (" Dashed: methods run once, at the base config."
+                                                 if summary.get("fixed") else "")
     if with_ess:
         ea = axes[0][1]
         for i, (name, pts) in enumerate(summary["series"].items()):
@@ -97,10 +137,8 @@ def plot_sweep(summary: dict[str, Any], path: str | Path, title: str = "") -> Pa
         ea.set_ylim(top=1.5)
         ea.legend(fontsize=8)
         ea.set_title("effective sample size", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+        caption += " Right: the effective sample size of the weights (mean over seeds; 1 = uniform)."
+    return _finish(fig, path, title, caption)
 
 
 def read_trace(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -121,65 +159,142 @@ def unique_traces(traces: dict[str, list[list[dict[str, Any]]]]) -> dict[str, li
     return kept
 
 
+def trace_change(runs: list[list[dict[str, Any]]], key: str) -> float | None:
+    """The change of `key` from the first to the last traced point, averaged over the runs (seeds);
+    None when a run lacks `key` or has fewer than two points."""
+    if not runs or any(len(t) < 2 or t[0].get(key) is None or t[-1].get(key) is None for t in runs):
+        return None
+    return float(np.mean([t[-1][key] - t[0][key] for t in runs]))
+
+
+def _direction(d: float) -> str:
+    return "rises" if d > 0 else "falls" if d < 0 else "stays flat"
+
+
+def hacking_verdict(runs: list[list[dict[str, Any]]], right: str = "true_value") -> str:
+    """One series' reward-hacking verdict, `"<what the trace shows>: <verdict>"`. The rule: with Δ
+    the change from the first to the last traced point, averaged over seeds, the series hacks when
+    the reward model's score rises (Δ > 0) while the true value (`right`) does not (Δ ≤ 0); when
+    both rise there is no hacking; other cases are named by their two directions."""
+    what = "true value" if right == "true_value" else METRIC_NAMES.get(right, right)
+    if any(len(t) < 2 for t in runs):
+        return "only step 0 was traced (fewer post-training steps than posttrain.trace_every): nothing to judge"
+    d_rm, d_true = trace_change(runs, "rm_value"), trace_change(runs, right)
+    if d_rm is None or d_true is None:
+        return f"no {'reward-model score' if d_rm is None else what} in the trace: nothing to judge"
+    if d_rm > 0 >= d_true:
+        return f"reward-model score rises while {what} {_direction(d_true)}: hacking"
+    if d_rm > 0 and d_true > 0:
+        return "both rise: no hacking"
+    if d_true > 0:
+        return f"{what} rises while the reward-model score does not: no hacking"
+    if d_rm < 0 and d_true < 0:
+        return "both fall: no hacking (training lowered both)"
+    if d_rm == 0 and d_true == 0:
+        return "neither changes: nothing to judge"
+    return f"reward-model score {_direction(d_rm)}, {what} {_direction(d_true)}: no hacking"
+
+
+def traces_title(verdicts: dict[str, str]) -> str:
+    """The title of a trace figure: the verdict of its one series, the shared verdict of all, or
+    how many of them hack (each series' verdict is in the legend)."""
+    if len(verdicts) == 1:
+        name, v = next(iter(verdicts.items()))
+        return f"{name}: {v}"
+    if len(set(verdicts.values())) == 1:
+        return f"all {len(verdicts)} series: {next(iter(verdicts.values()))}"
+    hacked = sum(v.endswith(": hacking") for v in verdicts.values())
+    return f"hacking in {hacked} of {len(verdicts)} series (the legend gives each series' verdict)"
+
+
+def _right_metric(traces: dict[str, list[list[dict[str, Any]]]]) -> str:
+    return "true_value" if all("true_value" in t[0] for v in traces.values() for t in v) else "ndcg@10"
+
+
+def traces_verdict(traces: dict[str, list[list[dict[str, Any]]]]) -> str | None:
+    """The title `plot_traces` gives these traces (None when none has a point)."""
+    traces = unique_traces(traces)
+    right = _right_metric(traces)
+    return traces_title({name: hacking_verdict(runs, right) for name, runs in traces.items()}) if traces else None
+
+
+def _trace_panel(ax, runs: list[list[dict[str, Any]]], key: str, color: str, label: str, first: bool) -> None:
+    """One series on one panel: its change since step 0, each seed faint, the mean over seeds bold."""
+    series = [[r[key] - t[0][key] for r in t] for t in runs]  # the change since step 0: comparable across runs
+    n = min(len(s) for s in series)
+    for j, (t, s) in enumerate(zip(runs, series)):
+        ax.plot([r["step"] for r in t], s, color=color, alpha=0.25, lw=0.8,
+                label="one line per seed (faint)" if first and j == 0 else None)
+    ax.plot([r["step"] for r in runs[0][:n]], np.mean([s[:n] for s in series], axis=0), "o-", color=color, ms=3,
+            label=label)
+
+
 def plot_traces(traces: dict[str, list[list[dict[str, Any]]]], path: str | Path, title: str = "") -> Path | None:
     """Reward hacking: along post-training, the change since step 0 of the reward model's score of
     the policy's top-10 (left) and of its true value (right; NDCG@10 on real data); one line per
-    series, the mean over seeds (thin lines: each seed). Identical series are drawn once."""
+    series, the mean over seeds (faint lines: each seed). Identical series are drawn once. The
+    title is decided from the data (`hacking_verdict`, `traces_title`); `title`, when given, goes
+    above it."""
     traces = unique_traces(traces)
     if not traces:
         return None
     plt = _plt()
-    right = "true_value" if all("true_value" in t[0] for v in traces.values() for t in v) else "ndcg@10"
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    right = _right_metric(traces)
+    verdicts = {name: hacking_verdict(runs, right) for name, runs in traces.items()}
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.8 + 0.2 * len(traces)))
     for i, (name, runs) in enumerate(traces.items()):
-        c = f"C{i % 10}"
-        for key, ax in (("rm_value", a1), (right, a2)):
-            series = [[r.get(key) for r in t] for t in runs]
-            if any(v is None for s in series for v in s):
-                continue
-            series = [[v - s[0] for v in s] for s in series]  # the change since step 0: comparable across runs
-            n = min(len(s) for s in series)
-            steps = [r["step"] for r in runs[0][:n]]
-            for t, s in zip(runs, series):
-                ax.plot([r["step"] for r in t], s, color=c, alpha=0.25, lw=0.8)
-            ax.plot(steps, np.mean([s[:n] for s in series], axis=0), "o-", color=c, ms=3, label=name)
+        label = f"{name}, mean of {len(runs)} seed(s): {verdicts[name].rpartition(': ')[2]}"
+        for ax in (a1, a2):
+            key = "rm_value" if ax is a1 else right
+            if all(r.get(key) is not None for t in runs for r in t):
+                _trace_panel(ax, runs, key, f"C{i % 10}", label, first=i == 0)
     a1.set_ylabel("change in the reward model's score of the top-10")
     a2.set_ylabel("change in the " + METRIC_NAMES.get(right, right))
+    a1.set_title("what the policy is trained against", fontsize=9)
+    a2.set_title("what it achieves", fontsize=9)
     for ax in (a1, a2):
-        ax.axhline(0.0, color="black", lw=0.6)
+        ax.axhline(0.0, color="black", lw=0.6, label="no change since step 0")
         ax.set_xlabel("post-training step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title or "what the policy is trained against (left) vs what it achieves (right)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    users = next(iter(traces.values()))[0][0].get("users")
+    what = "true value" if right == "true_value" else METRIC_NAMES.get(right, right)
+    caption = (f"The change since step 0, on {users or 'the same'} fixed validation contexts: bold, the mean over "
+               f"seeds; faint, one line per seed; no error bars (the faint lines show the spread). Rule: hacking "
+               f"when, from the first to the last traced point (mean over seeds), the reward model's score rises "
+               f"and the {what} does not.")
+    head = traces_title(verdicts)
+    return _finish(fig, path, f"{title}\n{head}" if title else head, caption, legend_of=a1)
 
 
-def plot_methods(tables: dict[str, dict[str, Any]], path: str | Path, metrics: dict[str, str]) -> Path:
+def plot_methods(tables: dict[str, dict[str, Any]], path: str | Path, metrics: dict[str, str], note: str = "") -> Path:
     """One panel per dataset: each method's paired difference from `sft` on that dataset's
-    primary metric (`metrics[dataset]`) with its 95% interval."""
+    primary metric (`metrics[dataset]`) with its 95% interval, and the seeds where it beats sft;
+    `note` ends the caption."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(tables), figsize=(4.6 * len(tables), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.8 * len(tables), 3.9), squeeze=False)
+    seeds = set()
     for ax, (ds, table) in zip(axes[0], tables.items()):
         metric = metrics[ds]
         names = [n for n, s in table.items() if metric in s.get("delta", {})]
         d = [table[n]["delta"][metric] for n in names]
+        seeds |= {v["seeds"] for v in d}
         y = np.arange(len(names))
         ax.barh(y, [v["mean"] for v in d], color=[_color(n, i) for i, n in enumerate(names)], alpha=0.8)
         ax.errorbar([v["mean"] for v in d], y, xerr=[[v["mean"] - v["lo"] for v in d], [v["hi"] - v["mean"] for v in d]],
-                    fmt="none", ecolor="black", capsize=3)
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(y, names)
+                    fmt="none", ecolor="black", capsize=3, label="95% paired interval")
+        ax.axvline(0, color="black", lw=0.8, label="sft (Δ = 0)")
+        ax.set_yticks(y, [f"{n}\n{v['seeds_positive']}/{v['seeds']} seeds > 0" for n, v in zip(names, d)])
+        ax.tick_params(axis="y", labelsize=8)
         ax.invert_yaxis()
         ax.set_xlabel(f"Δ {METRIC_NAMES.get(metric, metric)} vs sft")
         ax.set_title(ds, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+        ax.legend(fontsize=7)
+    n = "/".join(str(k) for k in sorted(seeds)) or "0"
+    caption = (f"Bars: the mean per-user difference from sft on the same test contexts; error bars: 95% paired "
+               f"bootstrap interval over (seed, user) pairs, {n} seed(s); under each name, the seeds whose mean "
+               f"beats sft's.{' ' + note if note else ''}")
+    return _finish(fig, path, "", caption)
 
 
 def methods_markdown(table: dict[str, Any], metrics: list[str], digits: int = 4) -> str:
