@@ -186,6 +186,9 @@ def test_sweep_and_reproduce_share_the_captions_and_verdict(tmp_path, capsys):
     sets = sum([["--set", t] for t in TINY + ["posttrain.trace_every=1"]], [])
     out = tmp_path / "sw"
     assert main(["sweep", "--quick", "--param", "posttrain.lam", "--values", "0.3,3", "--methods", "exp_sft,ppo",
+                 "--out", str(out)] + sets) == 2  # ppo does not read lam: refused before any training
+    assert "ppo does not read posttrain.lam" in capsys.readouterr().err and not (out / "results.json").exists()
+    assert main(["sweep", "--quick", "--param", "posttrain.kl_coef", "--values", "0.1,1", "--methods", "ppo",
                  "--trace", "--out", str(out)] + sets) == 0
     assert "trace.png" in capsys.readouterr().out
     title = _png_text(out / "trace.png")["Title"]

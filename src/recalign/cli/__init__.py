@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("recalign: interrupted\n")
         return 130
+    except BrokenPipeError:  # `recalign ... | head`: the reader has gone; say nothing more
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the interpreter flushes stdout at exit)
+        return 0
     except Exception as e:  # anything unexpected: one line, traceback with --debug
         if args.debug:
             traceback.print_exc()

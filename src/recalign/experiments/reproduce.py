@@ -127,7 +127,7 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
     for noise in noise_models:
         configlib.update(RunConfig(), {"sim": {"noise": noise}})  # an unknown noise model fails here
     for cfg in cfgs.values():
-        check_sweep(cfg, "posttrain.lam", list(lams))
+        check_sweep(cfg, "posttrain.lam", list(lams), ["exp_sft"])
     out.mkdir(parents=True, exist_ok=True)
     revision = _git_revision()  # now: the tree may change while the parts run
     t_start = time.perf_counter()
@@ -218,8 +218,7 @@ def claims(results: dict[str, Any]) -> list[str]:
         if runs:
             d_rm = np.mean([t[-1]["rm_value"] - t[0]["rm_value"] for t in runs])
             d_true = np.mean([t[-1]["true_value"] - t[0]["true_value"] for t in runs])
-            hacked = "reward hacking (the learned reward rose, the true value fell)" if d_rm > 0 > d_true else (
-                "no hacking: both rose" if d_rm > 0 and d_true > 0 else "no hacking visible")
+            hacked = report.hacking_verdict(runs)  # the rule of the figure's title
             lines.append(f"  Trace, {name}: over training the reward model's score of the top-10 changed by "
                          f"{d_rm:+.3f}, its true value by {d_true:+.3f} (mean of {len(runs)} seed(s)) → {hacked}.")
     for ds, r in sim.items():

@@ -31,6 +31,7 @@ from recalign.errors import InputError
 from recalign.experiments.compare import Variant, compare_methods
 from recalign.experiments.report import read_trace
 from recalign.experiments.summary import label_summary
+from recalign.posttrain.registry import COMMON_KNOBS, get_method
 from recalign.stages.judge import train_judges
 
 
@@ -83,12 +84,20 @@ def shares_pretraining(param: str) -> bool:
     return param.startswith("posttrain.")
 
 
-def check_sweep(cfg: RunConfig, param: str, values: list[str]) -> None:
-    """Fail fast on a bad key or value, before any training."""
+def check_sweep(cfg: RunConfig, param: str, values: list[str], methods: list[str] = ()) -> None:
+    """Fail fast on a bad key or value, or a `posttrain.*` key a swept method does not read (its
+    runs would not differ), before any training."""
     if not values:
         raise InputError("sweep needs at least one value")
     for v in values:
         with_value(cfg, param, v)
+    name = param.split(".", 1)[1] if shares_pretraining(param) else None
+    for m in methods if name else ():
+        knobs = get_method(m, cfg.posttrain).knobs
+        if name not in COMMON_KNOBS + knobs:
+            raise InputError(f"sweep: {m} does not read {param}, so its runs would not differ; sweep it over a key "
+                             f"it reads ({', '.join('posttrain.' + k for k in knobs) or 'none of its own'}) or "
+                             f"leave it out of --methods")
 
 
 def sweep_seed(cfg: RunConfig, param: str, values: list[str], methods: list[str], out: str | Path, seed: int, *,
@@ -142,7 +151,7 @@ def run_sweep(cfg: RunConfig, param: str, values: list[str], methods: list[str],
     `summary["fixed"][label]` the fixed methods (shared sweeps). `trace` names methods whose
     training is traced (`posttrain.trace_every`, for the reward-hacking figure). Finished runs
     found under `out` are reused (an interrupted sweep continues)."""
-    check_sweep(cfg, param, values)
+    check_sweep(cfg, param, values, methods)
     fixed = fixed_methods(fixed, baseline)
     judge_cache = judge_cache or JudgeCache(Path(out), judges, log)
     per_seed = [sweep_seed(cfg, param, values, methods, out, i, fixed=fixed, trace=trace, log=log,
