@@ -15,6 +15,8 @@ import ast
 import sys
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 MAX_FUNCTION_LINES = 80
 
@@ -133,18 +135,10 @@ def test_layout_check_sees_a_circle_and_an_upward_import(tmp_path, monkeypatch):
     mod = sys.modules[__name__]
     monkeypatch.setattr(mod, "SRC", tmp_path)
     monkeypatch.setattr(mod, "MODULES", _modules())
-    try:
+    with pytest.raises(AssertionError, match="recalign.data.a -> recalign.data.b -> recalign.data.a"):
         test_no_import_circle()
-    except AssertionError as e:
-        assert "recalign.data.a -> recalign.data.b -> recalign.data.a" in str(e)
-    else:
-        raise AssertionError("the circle was not found")
-    try:
+    with pytest.raises(AssertionError, match=r"recalign.data.a \(layer 2\) imports recalign.stages \(layer 6\)"):
         test_dependencies_point_down()
-    except AssertionError as e:
-        assert "recalign.data.a (layer 2) imports recalign.stages (layer 6)" in str(e)
-    else:
-        raise AssertionError("the upward import was not found")
 
 
 def long_functions(limit: int = MAX_FUNCTION_LINES) -> list[str]:
