@@ -84,6 +84,10 @@ class PostTrainConfig:
     pairs: Literal["rm", "logged"] = field("rm", "dpo/ipo pairs: rm (online, reward model) or logged")
     threshold: float = field(4.0, "filtered_sft: keep interactions with reward >= threshold")
     k_samples: int = field(8, "ppo / online dpo: items sampled per context from the current policy", check=AT_LEAST_ONE)
+    ppo_epochs: int = field(1, "ppo: optimizer steps per rollout (1 = one update per rollout, ratio 1: the group-baseline "
+                               "policy gradient; > 1 reuses each rollout so the clipped ratio binds)", check=AT_LEAST_ONE)
+    clip_eps: float = field(0.2, "ppo: ε of the clipped ratio clip(π_θ/π_old, 1 − ε, 1 + ε) (Schulman et al. 2017); "
+                                 "binds only with ppo_epochs > 1", check=POSITIVE)
     gamma: float = field(0.0, "cql: discount γ of the TD target along the sequence (0 = bandit)", check=FRACTION)
     cql_alpha: float = field(1.0, "cql: weight α of logsumexp_a Q(s,a) − Q(s,a_logged) (Kumar et al. 2020)", check=NON_NEGATIVE)
     ips_clip: float = field(10.0, "ips: cap of the importance ratio π_θ/π_β (0 = no cap)", check=NON_NEGATIVE)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from recalign import configlib, distributed
 from recalign.config import RunConfig, TrainConfig
 from recalign.data.prepared import Prepared
 from recalign.errors import InputError
+from recalign.eval.distance import distance_metrics
 from recalign.eval.evaluate import evaluate_targets
 from recalign.eval.judge import judge_topk
 from recalign.models.recommender import Recommender
@@ -152,8 +154,14 @@ def posttrain(init_run: str | Path, method: str | None, out_dir: str | Path, ove
     Returns:
         the summary (also in `out_dir/state.json`): method, setup statistics (ESS, ...), mean
         training diagnostics, the final validation and the test metrics (`true_value` on the
-        simulator), and the initial run's test metrics when it recorded them.
+        simulator; `kl`, the exact KL(π ‖ π0) over the catalog, and on the simulator
+        `expected_value`, E_π[r*] of the whole distribution: `eval/distance.py`), the budget
+        (`steps`, `train_seconds`, `reward_model_queries`: the (context, item) rewards the method
+        asked its reward model for, `wall_seconds`: the whole stage, reward model and tests
+        included; the last two count this process only, so a resumed run counts from its resume),
+        and the initial run's test metrics when it recorded them.
     """
+    t_start = time.perf_counter()
     out_dir, init_run = Path(out_dir), Path(init_run)
     init_state = _check_folders(init_run, out_dir, resume)
     plan = plan_posttrain(init_run, method, list(overrides or []), config_file, reward_model_run is not None)
@@ -169,7 +177,7 @@ def posttrain(init_run: str | Path, method: str | None, out_dir: str | Path, ove
     # the reward model keeps the run's own dropout (the policy's may have been turned off)
     rm, rm_path, rm_diag = _reward_model(plan, dataclasses.replace(cfg, model=plan.cfg.model), data, model,
                                          out_dir, reward_model_run, resume)
-    rm = None if rm is None else frozen_copy(rm).to(device)
+    rm = None if rm is None else QueryCounter(frozen_copy(rm).to(device))
     meth = plan.method
     ctx = PostTrainContext(cfg=run_cfg, data=data, reference=frozen_copy(model).to(device), reward_model=rm,
                            device=device)
@@ -184,15 +192,20 @@ def posttrain(init_run: str | Path, method: str | None, out_dir: str | Path, ove
               file=sys.stderr)
 
     model.train()
-    on_step = make_trace(run_cfg, data, model, rm, out_dir) if cfg.posttrain.trace_every > 0 else None
+    on_step = (make_trace(run_cfg, data, model, None if rm is None else rm.model, out_dir)
+               if cfg.posttrain.trace_every > 0 else None)
     if on_step is not None and not resume:
         on_step(0)
     res, test = train_and_test(run_cfg, data, model, meth, out_dir, resume=resume, train_cfg=tcfg,
                                select_metric=None, on_step=on_step)
+    # beside every value, the distance moved from π0 (and the whole distribution's true value)
+    test.update(distance_metrics(model, ctx.reference, data.seq, data.split.test, cfg.eval, data.simulator))
     summary: dict[str, Any] = {
         "stage": "posttrain", "method": meth.name, "init": str(init_run),
         "reward_model": None if rm_path is None else str(rm_path),
         "epochs_run": res.epochs_run, "steps": res.steps, "train_seconds": round(res.seconds, 2),
+        "reward_model_queries": 0 if rm is None else rm.queries,
+        "wall_seconds": round(time.perf_counter() - t_start, 2),
         "setup": setup_stats, "train_diagnostics": meth.train_diagnostics(),
         "valid": res.best, "test": test,
         **({"reward_model_diagnostics": rm_diag} if rm_diag is not None else {}),
@@ -201,6 +214,27 @@ def posttrain(init_run: str | Path, method: str | None, out_dir: str | Path, ove
     update_state(out_dir, **summary)
     ckpt.append_jsonl(out_dir / "metrics.jsonl", {"final": True, **{f"test/{k}": v for k, v in test.items()}})
     return summary
+
+
+class QueryCounter:
+    """The frozen reward model as the method sees it, counting the (context, item) rewards it is
+    asked for: `score` counts its items, `score_all` the catalog for each context. The trace
+    (`make_trace`) and the final evaluation use the model itself and are not counted."""
+
+    def __init__(self, rm: RewardModel):
+        self.model = rm
+        self.queries = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def score(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        self.queries += int(items.numel())
+        return self.model.score(h, items)
+
+    def score_all(self, h: torch.Tensor) -> torch.Tensor:
+        self.queries += int(h.shape[0]) * self.model.n_items
+        return self.model.score_all(h)
 
 
 def _reward_model(plan: Plan, rm_cfg: RunConfig, data: Prepared, model: Recommender, out_dir: Path,

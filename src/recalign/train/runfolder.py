@@ -22,7 +22,9 @@ from recalign.train import checkpoint as ckpt
 
 # What older versions wrote into config.toml and this one reads differently: retired keys are
 # dropped; a split key's value is copied to its new key when that is absent.
-RETIRED_KEYS = ("posttrain.clip_eps",)  # never bound: ppo makes one update per rollout (its ratio is 1)
+# (`posttrain.clip_eps` was retired while ppo made one update per rollout and is back with
+# `posttrain.ppo_epochs`: an old folder's value is read again; it binds only with ppo_epochs > 1)
+RETIRED_KEYS: tuple[str, ...] = ()
 SPLIT_KEYS = {"posttrain.beta": "posttrain.kl_coef"}  # beta was dpo's temperature and ppo's KL coefficient
 
 
