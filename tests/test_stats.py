@@ -256,3 +256,38 @@ def test_seed_deltas_reject_bad_input():
         two_stage_bootstrap([np.array([math.nan])], [np.zeros(1)])
     with pytest.raises(ValueError, match="n_boot"):
         two_stage_bootstrap([np.zeros(3)], [np.zeros(3)], n_boot=0)
+
+
+# ------------------------------------------------------------------ verdicts and claims from intervals
+def test_verdict_reads_the_interval_not_the_mean():
+    from recalign.experiments.summary import verdict
+
+    assert verdict({"mean": 0.3, "lo": 0.1, "hi": 0.5}) == "holds"
+    assert verdict({"mean": 0.3, "lo": -0.1, "hi": 0.5}) == "inconclusive"  # positive mean, interval covers 0
+    assert verdict({"mean": -0.3, "lo": -0.5, "hi": -0.1}) == "contradicted"
+    assert verdict({"mean": -0.3, "lo": -0.5, "hi": -0.1}, "negative") == "holds"
+    assert verdict({"mean": 0.3, "lo": 0.1, "hi": 0.5}, "negative") == "contradicted"
+    assert verdict({"mean": 0.1, "lo": 0.0, "hi": 0.2}) == "inconclusive"  # touching 0 is not excluding it
+    assert verdict({"mean": 0.1, "lo": math.nan, "hi": math.nan}) == "inconclusive"  # one seed, no interval
+    assert verdict(None) == "not measured"
+    with pytest.raises(ValueError, match="direction"):
+        verdict({"mean": 0.0, "lo": 0.0, "hi": 0.0}, "up")
+
+
+def test_delta_stats_counts_the_seeds_and_says_which_interval():
+    """Seeds that disagree (+1, −0.5, +0.2): the table's Δ covers 0 (2/3 seeds positive), where
+    the pooled (seed, user) bootstrap would have called it positive; one seed: the user bootstrap."""
+    from recalign.experiments.summary import delta_stats, interval_phrase, verdict
+
+    a, b = _seeds_with_means([1.0, -0.5, 0.2])
+    seeds = [{"true_value": {"x": x, "sft": y}} for x, y in zip(a, b)]
+    d = delta_stats(seeds, "x", "sft", "true_value")
+    assert d["interval"] == "t over seed means (n=3)" and d["seeds_positive"] == 2 and d["seeds"] == 3
+    assert verdict(d) == "inconclusive"
+    assert verdict(paired_bootstrap(np.concatenate(a), np.concatenate(b))) == "holds"  # the old, too narrow reading
+    one = delta_stats(seeds[:1], "x", "sft", "true_value")
+    assert one["interval"] == "bootstrap over users (1 seed)" and "bootstrap_two_stage" not in one
+    assert interval_phrase([d]) == "Student-t interval over the seeds' mean differences (df = seeds − 1)"
+    assert interval_phrase([one]) == "paired bootstrap interval over users"
+    assert interval_phrase([{"mean": 0.0}]) == "paired bootstrap interval over (seed, user) pairs"  # old results
+
