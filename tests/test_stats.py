@@ -315,3 +315,40 @@ def test_claim_2_compares_the_changes_paired_by_seed():
     assert "change(exp_sft) − change(ppo) = +0.250 [+0.126, +0.374] → holds" in line
     assert "change(exp_sft) − change(dpo) = +0.050 [" in line and "] → inconclusive" in line
     assert "Claim 2 (against `ppo` and `dpo`): **inconclusive**." in line
+
+
+def _delta(per_seed):
+    return {**_point(per_seed), "interval": f"t over seed means (n={len(per_seed)})",
+            "seeds_positive": sum(v > 0 for v in per_seed), "seeds": len(per_seed)}
+
+
+def test_claims_1_and_4_and_the_traces_read_intervals():
+    """Claim 1: a Δ with 3/3 seeds positive whose t interval still covers 0 is inconclusive, not a
+    win. Claim 4: exp_sft − linear_sft paired by seed (per seed +0.010, +0.012, +0.011 → holds).
+    Traces: the score rises and the true value falls in every seed, both intervals exclude 0 →
+    hacking holds."""
+    from recalign.experiments.reproduce import claims
+
+    sim = {"metric": "true_value", "config": {"posttrain": {"lam": 0.5}}, "values": ["0.3", "3"],
+           "fixed": {"exp_sft": {"delta": {"true_value": _delta([0.01, 0.02, 0.30])}}},
+           "series": {"exp_sft": [{"value": "0.3", "delta": {"true_value": _delta([0.2, 0.25, 0.3])}},
+                                  {"value": "3", "delta": {"true_value": _delta([0.01, 0.02, 0.30])}}]}}
+    ml = {"metric": "ndcg@10", "series": {"exp_sft": [{"value": "1", "high/ndcg@10": {"mean": 0.1}}]},
+          "fixed": {"exp_sft": {"delta": {"high/ndcg@10": _delta([0.020, 0.022, 0.021]),
+                                          "ndcg@10": _delta([-0.01, 0.0, 0.01])}},
+                    "linear_sft": {"delta": {"high/ndcg@10": _delta([0.010, 0.010, 0.010]),
+                                             "ndcg@10": _delta([0.0, 0.0, 0.0])}}}}
+    run = [{"step": 0, "rm_value": 0.0, "true_value": 4.0}]
+    traces = {"ppo": [run + [{"step": 1, "rm_value": r, "true_value": 4.0 + t}]
+                      for r, t in ((0.5, -0.2), (0.6, -0.3), (0.7, -0.25))]}
+    lines = claims({"datasets": {"sim": sim, "ml": ml}, "noise": {}, "seeds": 3, "traces": traces})
+    text = "\n".join(lines)
+    assert "(t over seed means (n=3)), 3/3 seeds positive → **inconclusive**" in text
+    assert "holds at λ ∈ {0.3}; inconclusive at λ ∈ {3}" in text
+    assert "high/ndcg@10 exp_sft − linear_sft > 0: +0.0110 [+0.0085, +0.0135] → holds" in text
+    assert "ndcg@10 vs sft falls (a collapse): +0.0000 [-0.0248, +0.0248] → inconclusive" in text
+    assert "hacking from the intervals: holds" in text
+    old = {**ml, "fixed": {m: {"delta": {k: {x: v for x, v in d.items() if x != "per_seed"}
+                                         for k, d in s["delta"].items()}} for m, s in ml["fixed"].items()}}
+    text = "\n".join(claims({"datasets": {"ml": old}, "noise": {}, "seeds": 3}))
+    assert "exp_sft − linear_sft > 0: not measured (no per-seed values in these results)" in text
