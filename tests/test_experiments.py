@@ -12,6 +12,7 @@ import pytest
 from recalign.cli import main
 from recalign.data.prepared import prepare
 from recalign.eval.judge import judge_summary, judge_topk
+from recalign.eval.stats import mean_ci
 from recalign.experiments import report
 from recalign.experiments.presets import preset_config
 from recalign.experiments.summary import delta_stats, label_summary, value_stats
@@ -36,9 +37,11 @@ def test_summary_intervals_and_paired_deltas():
     means = [s["true_value"]["x"].mean() for s in seeds]
     assert v["mean"] == pytest.approx(np.mean(means))
     assert v["lo"] < v["mean"] < v["hi"]
-    d = delta_stats(seeds, "x", "sft", "true_value")
-    pooled = np.concatenate([s["true_value"]["x"] - s["true_value"]["sft"] for s in seeds])
-    assert d["mean"] == pytest.approx(pooled.mean())
+    d = delta_stats(seeds, "x", "sft", "true_value")  # a t interval over the seeds' mean differences
+    per_seed = [(s["true_value"]["x"] - s["true_value"]["sft"]).mean() for s in seeds]
+    assert d["per_seed"] == pytest.approx(per_seed) and d["interval"] == "t over seed means (n=3)"
+    assert (d["mean"], d["lo"], d["hi"]) == pytest.approx(mean_ci(per_seed))
+    assert d["bootstrap_two_stage"]["lo"] > 0 and v["per_seed"] == pytest.approx(means)
     assert d["lo"] > 0 and d["seeds_positive"] == 3 and d["seeds"] == 3
     s = label_summary(seeds, "x", "sft")
     assert s["ess"] == 0.5 and "judge_value" not in s and "delta" in s

@@ -40,7 +40,7 @@ from recalign.errors import InputError
 from recalign.experiments import report
 from recalign.experiments.compare import compare_methods
 from recalign.experiments.presets import preset_config
-from recalign.experiments.summary import label_summary
+from recalign.experiments.summary import interval_phrase, label_summary
 from recalign.experiments.sweep import seeded
 from recalign.train.checkpoint import atomic_write_text
 
@@ -164,8 +164,9 @@ def format_table(res: dict[str, Any]) -> str:
                      f"{'' if nv is None else f'{nv:+.2f}':>7} {m.get('ndcg@10', float('nan')):>8.4f} "
                      f"{m.get('high/ndcg@10', float('nan')):>13.4f}")
     lines.append("")
-    lines.append("  true value: mean over seeds, t interval; Δ: paired bootstrap over (seed, user) pairs, and the seeds")
-    lines.append("  where the method's mean beats sft's; norm. = (V(π) − V(π0)) / (V(oracle) − V(π0)), π0 = pretrained")
+    lines.append("  true value: mean over seeds, t interval; Δ: mean per-user difference from sft on the same contexts,")
+    lines.append(f"  95% {interval_phrase(list(res['deltas'].values()))}, and the seeds where the")
+    lines.append("  method's mean beats sft's; norm. = (V(π) − V(π0)) / (V(oracle) − V(π0)), π0 = pretrained")
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from recalign.experiments.summary import fmt_ess, fmt_interval
+from recalign.experiments.summary import fmt_ess, fmt_interval, interval_phrase
 
 METRIC_NAMES = {"true_value": "true value of the top-10 (oracle)", "ndcg@10": "NDCG@10",
                 "high/ndcg@10": "NDCG@10 on high-reward targets", "judge_value": "judge ensemble's reward of the top-10"}
@@ -70,10 +70,12 @@ def _finish(fig, path: str | Path, title: str, caption: str, legend_of=None) -> 
 
 def band_caption(summary: dict[str, Any], relative: bool) -> str:
     """What the bands of a sweep figure are (see summary.py: values over seeds, deltas paired)."""
-    n, base = summary["seeds"], summary.get("baseline", "sft")
+    n, base, metric = summary["seeds"], summary.get("baseline", "sft"), summary["metric"]
     if relative:
-        return (f"Δ: the mean per-user difference from {base} on the same test contexts; bands: 95% paired "
-                f"bootstrap interval over (seed, user) pairs, {n} seed(s).")
+        points = [p for pts in summary["series"].values() for p in pts] + list(summary.get("fixed", {}).values())
+        deltas = [p["delta"][metric] for p in points if metric in p.get("delta", {})]
+        return (f"Δ: the mean per-user difference from {base} on the same test contexts; bands: 95% "
+                f"{interval_phrase(deltas)}, {n} seed(s).")
     if n > 1:
         return f"Lines: the mean over {n} seeds; bands: 95% Student-t interval over the seeds."
     return "Lines: one seed; bands: 95% bootstrap interval over users."
@@ -272,12 +274,13 @@ def plot_methods(tables: dict[str, dict[str, Any]], path: str | Path, metrics: d
     `note` ends the caption."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(tables), figsize=(4.8 * len(tables), 3.9), squeeze=False)
-    seeds = set()
+    seeds, every = set(), []
     for ax, (ds, table) in zip(axes[0], tables.items()):
         metric = metrics[ds]
         names = [n for n, s in table.items() if metric in s.get("delta", {})]
         d = [table[n]["delta"][metric] for n in names]
         seeds |= {v["seeds"] for v in d}
+        every += d
         y = np.arange(len(names))
         ax.barh(y, [v["mean"] for v in d], color=[_color(n, i) for i, n in enumerate(names)], alpha=0.8)
         ax.errorbar([v["mean"] for v in d], y, xerr=[[v["mean"] - v["lo"] for v in d], [v["hi"] - v["mean"] for v in d]],
@@ -291,8 +294,8 @@ def plot_methods(tables: dict[str, dict[str, Any]], path: str | Path, metrics: d
         ax.grid(axis="x", alpha=0.3)
         ax.legend(fontsize=7)
     n = "/".join(str(k) for k in sorted(seeds)) or "0"
-    caption = (f"Bars: the mean per-user difference from sft on the same test contexts; error bars: 95% paired "
-               f"bootstrap interval over (seed, user) pairs, {n} seed(s); under each name, the seeds whose mean "
+    caption = (f"Bars: the mean per-user difference from sft on the same test contexts; error bars: 95% "
+               f"{interval_phrase(every)}, {n} seed(s); under each name, the seeds whose mean "
                f"beats sft's.{' ' + note if note else ''}")
     return _finish(fig, path, "", caption)
 

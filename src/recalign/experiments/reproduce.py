@@ -34,7 +34,14 @@ from recalign.data.prepared import prepare
 from recalign.errors import InputError
 from recalign.experiments import report
 from recalign.experiments.presets import preset_config
-from recalign.experiments.summary import fmt, fmt_ess, fmt_interval
+from recalign.experiments.summary import (
+    fmt,
+    fmt_ess,
+    fmt_interval,
+    interval_phrase,
+    seed_interval,
+    verdict,
+)
 from recalign.experiments.sweep import (
     JudgeCache,
     check_sweep,
@@ -172,74 +179,129 @@ def _delta(table: dict[str, Any], name: str, metric: str) -> dict[str, Any] | No
     return table.get(name, {}).get("delta", {}).get(metric)
 
 
-def _above(d: dict[str, Any] | None) -> str:
+def _all_deltas(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every Δ vs sft of the methods' tables (what the report's tables show)."""
+    return [d for r in results["datasets"].values() for s in r["fixed"].values() for d in s.get("delta", {}).values()]
+
+
+def _per_seed_diff(x: dict[str, Any] | None, y: dict[str, Any] | None, sub: dict[str, Any] | None = None,
+                   sub_y: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Per seed `x − y` (minus `sub − sub_y` when given), with its t interval over the seeds
+    (`seed_interval`); None when a summary lacks per-seed values (results written before they
+    were kept) or the seed counts differ."""
+    parts = [x, y] + ([sub, sub_y] if sub is not None or sub_y is not None else [])
+    vals = [p.get("per_seed") if p else None for p in parts]
+    if any(v is None for v in vals) or len({len(v) for v in vals}) != 1:
+        return None
+    diff = np.subtract(vals[0], vals[1])
+    if len(vals) == 4:
+        diff = diff - np.subtract(vals[2], vals[3])
+    return seed_interval([float(v) for v in diff])
+
+
+def _read(d: dict[str, Any] | None, direction: str = "positive", digits: int = 3) -> str:
+    """`<mean> [<lo>, <hi>] → <verdict>`: an interval and what it says about the claimed sign."""
     if d is None:
-        return "not measured"
-    if d["lo"] > 0:
-        return "yes (interval above zero)"
-    if d["hi"] < 0:
-        return "no: the interval is below zero"
-    return "not shown: the interval contains zero"
+        return "not measured (no per-seed values in these results)"
+    return f"{fmt_interval(d, digits, True)} → {verdict(d, direction)}"
+
+
+def _claim1(ds: str, r: dict[str, Any], seeds: int) -> list[str]:
+    d = _delta(r["fixed"], "exp_sft", "true_value")
+    kind = f" ({d['interval']})" if d and "interval" in d else ""
+    lines = [f"**Claim 1** ({ds}): `exp_sft` (λ = {r['config']['posttrain']['lam']:g}) beats `sft` on the true value: "
+             f"Δ = {fmt_interval(d, 3, True)}{kind}, {d['seeds_positive'] if d else 0}/{seeds} seeds positive "
+             f"→ **{verdict(d)}**."]
+    by: dict[str, list[str]] = {}
+    for p in r["series"]["exp_sft"]:
+        by.setdefault(verdict(p.get("delta", {}).get("true_value")), []).append(p["value"])
+    lines.append(f"  Over the λ grid {{{', '.join(r['values'])}}}: " + "; ".join(
+        f"{v} at λ ∈ {{{', '.join(lams)}}}" for v, lams in by.items()) + ".")
+    return lines
+
+
+def _claim2(ds: str, nz: dict[str, Any]) -> list[str]:
+    """exp_sft loses less than ppo and dpo as noise grows: per seed, the change of each method from
+    the lowest to the highest noise scale; the claim, per rival, is `change(exp_sft) − change(rival)
+    > 0` (paired by seed, t over seeds). Overall: holds when it holds against both, contradicted
+    when it is contradicted against either, inconclusive otherwise."""
+    scales = nz["values"]
+    ends = {m: (pts[0].get("true_value"), pts[-1].get("true_value")) for m, pts in nz["series"].items()
+            if m != "pretrained" and pts[0].get("true_value") and pts[-1].get("true_value")}
+    change = {m: _per_seed_diff(last, first) or {"mean": last["mean"] - first["mean"], "lo": float("nan"),
+                                                  "hi": float("nan")} for m, (first, last) in ends.items()}
+    order = ", ".join(f"`{m}` {fmt_interval(c, 3, True)}" for m, c in sorted(change.items(), key=lambda kv: -kv[1]["mean"]))
+    rivals = [m for m in ("ppo", "dpo") if m in ends]
+    if "exp_sft" not in ends or not rivals:
+        return [f"**Claim 2** ({ds}, noise scale {scales[0]} → {scales[-1]}): change in true value {order} → not measured."]
+    pairs = {m: _per_seed_diff(ends["exp_sft"][1], ends["exp_sft"][0], ends[m][1], ends[m][0]) for m in rivals}
+    verdicts = [verdict(d) for d in pairs.values()]
+    overall = ("holds" if all(v == "holds" for v in verdicts) else "contradicted" if "contradicted" in verdicts
+               else "not measured" if "not measured" in verdicts else "inconclusive")
+    vs = "; ".join(f"change(exp_sft) − change({m}) = {_read(d)}" for m, d in pairs.items())
+    at_max = ", ".join(f"`{m}` {fmt(last['mean'])}" for m, (_, last) in sorted(ends.items(), key=lambda kv: -kv[1][1]["mean"]))
+    return [f"**Claim 2** ({ds}, noise scale {scales[0]} → {scales[-1]}): change in true value (mean over seeds "
+            f"[interval]) {order}. `exp_sft` loses less (paired by seed): {vs}. Claim 2 (against "
+            f"{' and '.join(f'`{m}`' for m in rivals)}): **{overall}**. True value at scale {scales[-1]}: {at_max}."]
+
+
+def _trace_lines(traces: dict[str, Any]) -> list[str]:
+    """Each traced series: the change of the reward model's score and of the true value from the
+    first to the last traced point, per seed, with t intervals; the figure's rule (means) and what
+    the intervals say (hacking holds when the score's rise and the true value's fall both hold,
+    is contradicted when the score's rise is contradicted or the true value's rise holds)."""
+    lines = []
+    for name, runs in report.unique_traces(traces).items():
+        runs = [t for t in runs if len(t) >= 2 and "true_value" in t[0] and "rm_value" in t[0]]
+        if not runs:
+            continue
+        d_rm = seed_interval([t[-1]["rm_value"] - t[0]["rm_value"] for t in runs])
+        d_true = seed_interval([t[-1]["true_value"] - t[0]["true_value"] for t in runs])
+        rm_up, true_down = verdict(d_rm), verdict(d_true, "negative")
+        shown = ("holds" if rm_up == true_down == "holds" else
+                 "contradicted" if rm_up == "contradicted" or true_down == "contradicted" else "inconclusive")
+        lines.append(f"  Trace, {name}: over training the reward model's score of the top-10 changed by "
+                     f"{fmt_interval(d_rm, 3, True)}, its true value by {fmt_interval(d_true, 3, True)} "
+                     f"({len(runs)} seed(s), {d_rm['interval']}) → the figure's rule (means): "
+                     f"{report.hacking_verdict(runs)}; hacking from the intervals: {shown}.")
+    return lines
+
+
+def _claim4(ds: str, r: dict[str, Any]) -> str:
+    parts = []
+    for metric, direction, what in (("high/ndcg@10", "positive", "rises"), ("judge_value", "positive", "rises"),
+                                    ("ndcg@10", "negative", "falls (a collapse)")):
+        d = _delta(r["fixed"], "exp_sft", metric)
+        if d is not None:
+            parts.append(f"{metric} vs sft {what}: {_read(d, direction, 4)}")
+    for metric in ("high/ndcg@10", "ndcg@10"):
+        d = _per_seed_diff(_delta(r["fixed"], "exp_sft", metric), _delta(r["fixed"], "linear_sft", metric))
+        if "linear_sft" in r["fixed"]:
+            parts.append(f"{metric} exp_sft − linear_sft > 0: {_read(d, 'positive', 4)}")
+    best = max(r["series"]["exp_sft"], key=lambda p: p.get("high/ndcg@10", {}).get("mean", -1))
+    return (f"**Claim 4** ({ds}): `exp_sft` {'; '.join(parts)}. Over λ, the mean high/NDCG@10 peaks at "
+            f"λ = {best['value']} ({fmt(best.get('high/ndcg@10', {}).get('mean'), 4)}).")
 
 
 def claims(results: dict[str, Any]) -> list[str]:
-    """METHOD.md's claims 1-4 read off the numbers (whichever way they go)."""
-    lines = []
+    """METHOD.md's claims 1-4 read off the numbers (whichever way they go): every verdict from a
+    95% interval (`summary.verdict`: holds / contradicted / inconclusive), printed beside it."""
     sim = {ds: r for ds, r in results["datasets"].items() if r["metric"] == "true_value"}
+    lines = [f"Verdicts from 95% intervals, never from means: *holds* when the interval lies entirely on the claimed "
+             f"side of 0, *contradicted* when entirely on the other side, *inconclusive* when it covers 0. Δ vs sft: "
+             f"{interval_phrase(_all_deltas(results))}; differences between methods' changes: paired by seed, Student-t interval "
+             f"over the seeds (one seed: no interval, inconclusive)."]
     for ds, r in sim.items():
-        d = _delta(r["fixed"], "exp_sft", "true_value")
-        lines.append(f"**Claim 1** ({ds}): `exp_sft` (λ = {r['config']['posttrain']['lam']:g}) vs `sft`, true value: "
-                     f"Δ = {fmt_interval(d, 3, True)}, {d['seeds_positive'] if d else 0}/{results['seeds']} seeds "
-                     f"positive → {_above(d)}.")
-        pts = r["series"]["exp_sft"]
-        above = [p["value"] for p in pts if p.get("delta", {}).get("true_value", {}).get("lo", -1) > 0]
-        lines.append(f"  Over the λ grid {{{', '.join(r['values'])}}}: the paired interval is above zero at λ ∈ "
-                     f"{{{', '.join(above) or 'none'}}}.")
+        lines += _claim1(ds, r, results["seeds"])
     for ds, nz in results["noise"].items():
-        scales = nz["values"]
-        drops = {}
-        for m, pts in nz["series"].items():
-            if m == "pretrained" or "true_value" not in pts[0] or "true_value" not in pts[-1]:
-                continue
-            drops[m] = pts[-1]["true_value"]["mean"] - pts[0]["true_value"]["mean"]
-        order = ", ".join(f"`{m}` {v:+.3f}" for m, v in sorted(drops.items(), key=lambda kv: -kv[1]))
-        verdict = "not measured"
-        if {"exp_sft", "ppo", "dpo"} <= drops.keys():
-            worse = [m for m in ("ppo", "dpo") if drops[m] < drops["exp_sft"]]
-            verdict = ("holds: exp_sft loses less than ppo and dpo" if len(worse) == 2 else
-                       "partly: exp_sft loses less than " + worse[0] if worse else
-                       "does not hold: exp_sft loses at least as much as ppo and dpo")
-        last = {m: nz["series"][m][-1].get("true_value", {}).get("mean") for m in drops}
-        at_max = ", ".join(f"`{m}` {fmt(v)}" for m, v in sorted(last.items(), key=lambda kv: -(kv[1] or 0)))
-        lines.append(f"**Claim 2** ({ds}, noise scale {scales[0]} → {scales[-1]}): change in true value "
-                     f"{order} → {verdict}. True value at scale {scales[-1]}: {at_max}.")
-    for name, runs in report.unique_traces(results.get("traces", {})).items():
-        runs = [t for t in runs if len(t) >= 2 and "true_value" in t[0] and "rm_value" in t[0]]
-        if runs:
-            d_rm = np.mean([t[-1]["rm_value"] - t[0]["rm_value"] for t in runs])
-            d_true = np.mean([t[-1]["true_value"] - t[0]["true_value"] for t in runs])
-            hacked = report.hacking_verdict(runs)  # the rule of the figure's title
-            lines.append(f"  Trace, {name}: over training the reward model's score of the top-10 changed by "
-                         f"{d_rm:+.3f}, its true value by {d_true:+.3f} (mean of {len(runs)} seed(s)) → {hacked}.")
+        lines += _claim2(ds, nz)
+    lines += _trace_lines(results.get("traces", {}))
     for ds, r in sim.items():
         pts = r["series"]["exp_sft"]
         row = "; ".join(f"λ={p['value']}: {fmt(p.get('true_value', {}).get('mean'))}, ESS {fmt_ess(p.get('ess'))}"
                         for p in pts)
-        lines.append(f"**Claim 3** ({ds}): the λ curve (true value, ESS): {row}.")
-    for ds, r in results["datasets"].items():
-        if r["metric"] == "true_value":
-            continue
-        parts = []
-        for metric in ("high/ndcg@10", "ndcg@10", "judge_value"):
-            d = _delta(r["fixed"], "exp_sft", metric)
-            if d is not None:
-                parts.append(f"{metric} vs sft {fmt_interval(d, 4, True)} ({_above(d)})")
-        lin = {m: (r["fixed"].get("exp_sft", {}).get(m, {}).get("mean"), r["fixed"].get("linear_sft", {}).get(m, {}).get("mean"))
-               for m in ("high/ndcg@10", "ndcg@10")}
-        lin_txt = ", ".join(f"{m}: exp_sft {fmt(a, 4)} vs linear_sft {fmt(b, 4)}" for m, (a, b) in lin.items())
-        best = max(r["series"]["exp_sft"], key=lambda p: p.get("high/ndcg@10", {}).get("mean", -1))
-        lines.append(f"**Claim 4** ({ds}): `exp_sft` {'; '.join(parts)}; {lin_txt}. Over λ, high/NDCG@10 peaks at "
-                     f"λ = {best['value']} ({fmt(best.get('high/ndcg@10', {}).get('mean'), 4)}).")
+        lines.append(f"**Claim 3** ({ds}): the λ curve (true value, ESS; means): {row}.")
+    lines += [_claim4(ds, r) for ds, r in results["datasets"].items() if r["metric"] != "true_value"]
     return lines
 
 
@@ -264,8 +326,9 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
           f"new π0, reward model and post-training); git {results['git_revision']}; "
           f"{results['seconds'].get('total (wall)', 0) / 60:.1f} min of wall-clock in this invocation"
           + (" (quick settings: a smoke test, not evidence)" if results["quick"] else "") + ".",
-          "Intervals: 95%; a value is the mean over seeds (t interval); Δ is the paired bootstrap over (seed, user) "
-          "pairs against `sft`, with the number of seeds whose mean difference is positive.", "",
+          "Intervals: 95%; a value is the mean over seeds (t interval); Δ is the mean per-user difference from `sft` "
+          f"on the same users, with the {interval_phrase(_all_deltas(results))}, and the number of seeds whose mean "
+          "difference is positive.", "",
           "## The claims of METHOD.md, read off these numbers", ""]
     md += [f"- {c}" for c in claims(results)]
     for ds, r in results["datasets"].items():

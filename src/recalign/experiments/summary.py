@@ -4,11 +4,18 @@ A per-seed result is what `compare.compare_methods` returns: per-user arrays for
 (label), all evaluated on the same test users. For a metric of a label:
 
 - the value: the mean over seeds with a Student-t 95% interval when there are several seeds; with
-  one seed, a bootstrap interval over users;
-- the delta against a baseline label: the paired bootstrap over all (seed, user) pairs of the
-  per-user difference (each user's pair kept together), plus how many seeds' mean differences
-  are positive (the bootstrap over users does not see seed-to-seed training noise; the sign count
-  does).
+  one seed, a bootstrap interval over users; `per_seed` holds each seed's mean;
+- the delta against a baseline label (`delta_stats`, from `eval.stats.paired_delta`): the mean
+  per-user difference on the same users, with the Student-t 95% interval over the per-seed mean
+  differences (df = n − 1) when there are several seeds, so that both training seeds and users
+  count; with one seed, the paired bootstrap over its users. `interval` names which; `per_seed`
+  holds each seed's mean difference, `seeds_positive` how many are positive; with several seeds,
+  `bootstrap_two_stage` holds the two-stage (seeds, then users) bootstrap interval for reference
+  (too narrow with few seeds: see `eval/stats.py`).
+
+`verdict(interval, direction)` reads a claim off an interval (never off a point estimate), and
+`seed_interval` gives the interval of any per-seed quantity (e.g. the difference of two methods'
+changes, paired by seed).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from recalign.eval.stats import mean_ci, paired_bootstrap
+from recalign.eval.stats import mean_ci, paired_bootstrap, paired_delta, two_stage_bootstrap
 
 METRICS = ("true_value", "ndcg@10", "high/ndcg@10", "judge_value")
 
@@ -42,29 +49,80 @@ def _interval(mean: float, lo: float, hi: float) -> dict[str, float]:
     return {"mean": float(mean), "lo": float(lo), "hi": float(hi)}
 
 
-def value_stats(seeds: list[dict[str, Any]], label: str, metric: str) -> dict[str, float] | None:
+def value_stats(seeds: list[dict[str, Any]], label: str, metric: str) -> dict[str, Any] | None:
     vals = [per_user(r, label, metric) for r in seeds]
     if any(v is None or v.size == 0 for v in vals):
         return None
+    per_seed = [float(v.mean()) for v in vals]
     if len(vals) > 1:
-        return _interval(*mean_ci([float(v.mean()) for v in vals]))
+        return {**_interval(*mean_ci(per_seed)), "per_seed": per_seed}
     b = paired_bootstrap(vals[0], np.zeros_like(vals[0]))
-    return _interval(b["mean"], b["lo"], b["hi"])
+    return {**_interval(b["mean"], b["lo"], b["hi"]), "per_seed": per_seed}
 
 
 def delta_stats(seeds: list[dict[str, Any]], label: str, base: str, metric: str,
                 base_seeds: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
-    """`label − base` on `metric`; `base_seeds` when the baseline lives in other results (same
-    users, e.g. a shared π0 run)."""
+    """`label − base` on `metric` (`eval.stats.paired_delta`: a t interval over the seeds' mean
+    differences, a bootstrap over users with one seed), with `seeds_positive` of `seeds`;
+    `base_seeds` when the baseline lives in other results (same users, e.g. a shared π0 run)."""
     base_seeds = base_seeds or seeds
     a = [per_user(r, label, metric) for r in seeds]
     b = [per_user(r, base, metric) for r in base_seeds]
     if any(v is None or v.size == 0 for v in a + b):
         return None
-    out: dict[str, Any] = dict(paired_bootstrap(np.concatenate(a), np.concatenate(b)))
+    out: dict[str, Any] = paired_delta(a, b)
     out["seeds_positive"] = int(sum(float(x.mean()) > float(y.mean()) for x, y in zip(a, b)))
     out["seeds"] = len(a)
+    if len(a) > 1:
+        two = two_stage_bootstrap(a, b, rng=np.random.default_rng(0))
+        out["bootstrap_two_stage"] = {"lo": two["lo"], "hi": two["hi"]}
     return out
+
+
+def seed_interval(per_seed: list[float]) -> dict[str, Any]:
+    """The mean of a per-seed quantity with its Student-t 95% interval over the seeds (df = n − 1),
+    e.g. per seed the difference between two methods' changes; one seed: no interval (NaN)."""
+    mean, lo, hi = mean_ci(per_seed)
+    n = len(per_seed)
+    return {"mean": mean, "lo": lo, "hi": hi, "per_seed": list(per_seed),
+            "interval": f"t over seed means (n={n})" if n > 1 else "one seed: no interval"}
+
+
+def interval_phrase(deltas: list[dict[str, Any]]) -> str:
+    """What the 95% intervals of these deltas are, for captions and footers ("95% <phrase>"). A
+    delta without `interval` was written before the intervals counted seeds: the pooled bootstrap."""
+    phrases = []
+    for d in deltas:
+        kind = d.get("interval", "")
+        phrase = ("Student-t interval over the seeds' mean differences (df = seeds − 1)"
+                  if kind.startswith("t over seed means") else
+                  "paired bootstrap interval over users" if kind.startswith("bootstrap over users") else
+                  kind or "paired bootstrap interval over (seed, user) pairs")
+        if phrase not in phrases:
+            phrases.append(phrase)
+    return " or ".join(phrases) or "interval"
+
+
+def verdict(interval: dict[str, float] | None, direction: str = "positive") -> str:
+    """A claim read off a 95% interval of a difference, never off its point estimate: "holds" when
+    the interval lies entirely on the claimed side of 0 (`direction` "positive": lo > 0;
+    "negative": hi < 0), "contradicted" when entirely on the other side, "inconclusive" when it
+    covers 0 (or touches it, or is undefined: NaN with one seed); "not measured" for None."""
+    if direction not in ("positive", "negative"):
+        raise ValueError(f"direction must be 'positive' or 'negative', got {direction!r}")
+    if interval is None:
+        return "not measured"
+    lo, hi = interval["lo"], interval["hi"]
+    if math.isnan(lo) or math.isnan(hi):
+        return "inconclusive"
+    sign = 1.0 if direction == "positive" else -1.0
+    lo, hi = sorted((sign * lo, sign * hi))
+    if lo > 0:
+        return "holds"
+    if hi < 0:
+        return "contradicted"
+    return "inconclusive"
+
 
 
 def normalised_values(seeds: list[dict[str, Any]], label: str) -> list[float] | None:
