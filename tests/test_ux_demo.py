@@ -179,7 +179,7 @@ def test_demo_cli_default_folder_seed_labels_files_and_figures(tmp_path, monkeyp
     assert not title.endswith("nothing to judge")  # --quick traces ppo every step: a verdict
     assert len(traces["ppo"][0]) > 2 and not (folder / "seed0" / "sft" / "trace.jsonl").exists()  # ppo only
     assert title in tail[4]
-    assert "95% paired bootstrap" in _png_text(folder / "methods.png")["Description"]
+    assert "95% Student-t interval over the seeds' mean differences" in _png_text(folder / "methods.png")["Description"]
 
 
 def test_sweep_and_reproduce_share_the_captions_and_verdict(tmp_path, capsys):

@@ -11,8 +11,9 @@ steps), the reward-hacking figure. Writes `results.json`, `table.txt`, `methods.
 on stderr start with `[seed N]` (they run in parallel processes, and their lines interleave).
 
 Intervals (95%): with several seeds, a method's true value is the mean over seeds with a
-Student-t interval; with one seed, a bootstrap over users. Deltas against `sft` are paired
-bootstrap intervals over (seed, user) pairs: every policy is scored on the same contexts.
+Student-t interval; with one seed, a bootstrap over users. Deltas against `sft` are paired (every
+policy is scored on the same contexts): a Student-t interval over the seeds' mean differences
+(`eval.stats.paired_delta`; one seed: a bootstrap over users).
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ def run_seed(cfg: RunConfig, out: Path, methods: tuple[str, ...], trace_every: i
 def summarise(seeds: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str, Any]:
     """`{"methods": {name: {"true_value": {mean, lo, hi}, "normalised_value", "ndcg@10", ...}},
     "deltas": {name: {mean, lo, hi, seeds_positive, seeds}}, ...}`: intervals over seeds (one
-    seed: over users), deltas paired over (seed, user) against `sft`."""
+    seed: over users), deltas against `sft` paired by context, with a t interval over the seeds'
+    mean differences (one seed: a bootstrap over users)."""
     names = ("pretrained",) + tuple(methods)
     base = "sft" if "sft" in names else None
     out: dict[str, Any] = {"methods": {}, "deltas": {}, "seeds": len(seeds)}
