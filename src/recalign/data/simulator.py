@@ -11,6 +11,12 @@ The world (all vectors float32, `dim` = `SimConfig.dim`):
 - Users. A taste `τ_u` on the unit sphere, drawn uniformly at the start.
 - True reward (a rating-like scale, bounded):
   `r*(τ, a) = r_min + (r_max − r_min) · sigmoid(affinity · <τ, v_a> + q_a)`, in `(r_min, r_max)`.
+  Threshold users (`threshold_users`, a share of users drawn from their own random stream, off
+  by default) replace the affinity term by a step: `±affinity/2` as `<τ, v_a>` is at least or
+  below a personal threshold `θ_u ~ Uniform[0, 2·threshold_level]` (they like an item only
+  above it). No bilinear head `h·W·e_a + b_a` represents that (over a set of contexts it scores
+  a matrix of rank ≤ D + 2; the best rank-18 fit of these users' r* leaves ~0.58 RMSE on the
+  1–5 scale, against ~0.14 for the other users: tests/test_worlds.py).
 - Drift. Consuming item `a` moves the taste: `τ ← normalise((1 − drift)·τ + drift·v_a)`. The
   taste before step `t` is therefore a deterministic function of the initial taste and the
   items consumed before `t`: order matters, and a sequence model can read the taste off the
@@ -26,14 +32,38 @@ The world (all vectors float32, `dim` = `SimConfig.dim`):
   sampler draws from. With `repeats = false` (the default, as in MovieLens) the logging policy
   never repeats an item: it is `π_β` restricted to the items not yet consumed and renormalised
   (sampled exactly by rejection, with a chunked exact fallback).
+- Outcome selection (`selection` = κ ≥ 0, off by default). `π_β` is what the recommender
+  shows; the user takes a shown item with odds growing with its own true reward, so the
+  consumed (logged) item follows `π_sel(a|s) = π_β(a|s)·exp(κ·r*(s,a)) / Z(s)` (over the
+  unseen items when repeats = false). It is then `π_sel` that generated the logs:
+  `logging_probs`, `logging_value`, `logging_expected` and the logged propensities are of
+  `π_sel` (`shown=True` gives `π_β`). Sampled exactly by rejection: draw from `π_β`, accept
+  with probability `exp(κ·(r* − r_max)) ≤ 1` (on average 0.44 per round at κ = 1 and 0.29 at
+  κ = 2 in the default world; never below `e^{−κ·(r_max − r_min)}`), for at most
+  `_MAX_REJECTION_ROUNDS` rounds, then the chunked exact inverse CDF. The
+  item-level factor breaks the cluster factorisation: `Z(s)` is a sum over the catalog, so a
+  logged propensity costs O(N·dim) and `logged_propensity` is computed on first use.
+- Ratings missing not at random (`rate_prob_slope`, `rate_prob_base`; off by default). Each
+  consumption is rated with probability
+  `p_rate(r*) = rate_prob_base · sigmoid(slope·(r* − mid)) / sigmoid(slope·(r_max − mid))`
+  (`mid = (r_min + r_max)/2`; equal to `rate_prob_base` at `r* = r_max`, increasing in `r*`;
+  slope 0 with base < 1 is missing completely at random). A user keeps consuming until
+  `seq_len` (~ uniform in [min_len, max_len]) consumptions are rated. An unrated consumption is
+  lived but not logged: it moves the taste and is never repeated, but the table has no row for
+  it (the logged sequence skips it). The `consumed_*` attributes keep every consumption.
 - Why clusters: drawing from a softmax over all N items for every one of ~10M logged
   interactions costs N·dim flops each (1.6·10^14 for 1M items: hours). The cluster form keeps
   sampling at O(K·dim) per interaction while every probability stays exact.
 
-Observed rewards `r = r* + ε` (not clipped), with the noise drawn from its own random stream
-(the same seed gives the same items and true rewards under every noise model):
+Observed rewards `r = r* + ε` (not clipped: `observe = continuous`, the default), with the
+noise drawn from its own random stream (the same seed gives the same items and true rewards
+under every noise model). `observe = stars` logs `clip(round(r* + ε), ceil(r_min), floor(r_max))`,
+whole stars as MovieLens. Scales, for the default world (500 items; 1–5 scale, range 4): the sd
+of r* over the catalog in a user's context is ~1.1 (over the logged rows ~1.0).
 
-- `gaussian`: `ε ~ N(0, noise_scale²)`; zero mean for every action.
+- `gaussian`: `ε ~ N(0, noise_scale²)`; zero mean for every action. The default 0.5 is 1/8 of
+  the range and ~0.45 sd of r*; 1.0 is ~0.9 sd and puts ~22% of continuous ratings outside
+  [r_min, r_max] in the demo world.
 - `student_t`: `ε = noise_scale · sqrt((df − 2)/df) · T_df` (std `noise_scale`, heavy tails;
   `df = noise_df > 2`); zero mean for every action.
 - `flip`: with probability `p = noise_scale` the rating is mirrored around the midpoint,
@@ -42,22 +72,31 @@ Observed rewards `r = r* + ε` (not clipped), with the noise drawn from its own 
   p > 0.5). Observed rewards stay in range.
 - `popularity_bias`: `ε = noise_scale · z_a + N(0, popularity_bias_jitter²)` with `z_a` the
   standardised log popularity (mean 0, std 1 over the catalog); `E[ε | a] = noise_scale · z_a`:
-  action-dependent on purpose, it favours popular items.
+  action-dependent on purpose, it favours popular items. `z_a` is skewed (Zipf): from −1.0 to
+  +5.4 in the default world (top 1% of items above +3.5; ~ln N − 1 at the head), +1.1 on average
+  over the logged rows. So noise_scale 1 gives the head item +5.4, more than the whole range,
+  and the logs +1.1 on average; 0.2 (head +1.1, logs +0.2) is a bias of the size of one sd of r*
+  at the head only.
 
 Evaluation protocol (the oracle API). A context is a prefix of a user's log: `step` = how many
-of the user's logged interactions it contains. The default (`step=None`) is the leave-one-out
-TEST context: everything before the user's last interaction, i.e. the taste in which the
-held-out item was chosen and rewarded (`step=-2` is the validation context; an array gives
-one prefix length per user, e.g. `context_end − offsets[user]` of a split). All values are
-true expected rewards `r*` in that context's taste:
+of the user's logged interactions it contains (with unrated consumptions, the context is every
+consumption before the next logged one, rated or not: its taste and its seen items). The
+default (`step=None`) is the leave-one-out TEST context: everything before the user's last
+logged interaction, i.e. the taste in which the held-out item was chosen and rewarded
+(`step=-2` is the validation context; an array gives one prefix length per user, e.g.
+`context_end − offsets[user]` of a split). All values are true expected rewards `r*` in that
+context's taste:
 
 - `true_reward(users, items)`, `policy_value(users, topk_items)` (mean `r*` of a list),
 - `oracle_topk(users, k)` / `oracle_value(users, k)` (the k items of highest `r*`),
 - `expected_value_dist(users, dist)` = `Σ_a π(a|s) r*(s,a)` for a given policy distribution,
 - `logging_value(users, k)`: both `E_{a∼π_β}[r*]` (one draw) and the mean `r*` of the top-k
-  items by `π_β` (the common unit to compare with top-k lists).
-`exclude_seen` (default: `not repeats`) removes the context's items from top-k lists and from
-`π_β`. A `state` (tastes `[U, dim]`) may replace `step` for a history-free context.
+  items by `π_β` (the common unit to compare with top-k lists); with selection, of `π_sel`
+  (`shown=True`: `π_β`); `logging_expected(users)` is the first alone.
+`exclude_seen` (default: `not repeats`) removes the context's items (every consumption, rated or
+not) from top-k lists and from `π_β`. A `state` (tastes `[U, dim]`) may replace `step` for a
+history-free context. `recalign.data.worlds.world_diagnostics` measures a world's coverage,
+selection, missing ratings and reward scale.
 Nothing of shape users × items is ever built: every method works on user blocks × item chunks.
 """
 
@@ -71,7 +110,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
-from recalign.configlib import field
+from recalign.configlib import FRACTION, NON_NEGATIVE, field
 from recalign.data.schema import Interactions
 from recalign.errors import InputError
 
@@ -93,7 +132,9 @@ class SimConfig:
     )
     noise_scale: float = field(
         0.5, "scale of the observation noise: std (gaussian, student_t), flip probability (flip), "
-        "bias per standard deviation of log popularity (popularity_bias)"
+        "bias per standard deviation of log popularity (popularity_bias). Default world (1–5 scale, sd of "
+        "r* ≈ 1.1): std 0.5 ≈ 0.45 sd of r*; popularity_bias 1 gives the head item +5.4 (more than the "
+        "range) and the logged rows +1.1 on average"
     )
     noise_df: float = field(3.0, "student_t: degrees of freedom (> 2; smaller = heavier tails)")
     popularity_bias_jitter: float = field(0.1, "popularity_bias: std of the zero-mean gaussian added to the bias")
@@ -117,7 +158,36 @@ class SimConfig:
         0.5, "logging policy: δ in [0, 1], how far its view of the taste is rotated (0 = exact taste)"
     )
     mean_gap_seconds: float = field(86400.0, "mean time between two interactions of a user (seconds)")
-    log_propensity: bool = field(False, "write π_β(a|s) of each logged row into the table's propensity column")
+    log_propensity: bool = field(
+        False, "write the logging propensity of each logged row (π_β(a|s), or π_sel(a|s) with selection > 0) "
+        "into the table's propensity column"
+    )
+    # Mechanisms of the paper's failure modes (METHOD.md "Worlds"); every default is off.
+    selection: float = field(
+        0.0, "outcome selection κ: users take a shown item with odds ∝ exp(κ·r*), so the logged item follows "
+        "π_sel ∝ π_β·exp(κ·r*) (0 = off; κ = 1: a one-star better item is e ≈ 2.7x as likely)", check=NON_NEGATIVE
+    )
+    rate_prob_slope: float = field(
+        0.0, "ratings missing not at random: a consumption is rated (logged) with probability "
+        "rate_prob_base·sigmoid(slope·(r* − mid))/sigmoid(slope·(r_max − mid)); unrated ones are lived, not "
+        "logged (0 with rate_prob_base = 1: every consumption is rated)", check=NON_NEGATIVE
+    )
+    rate_prob_base: float = field(
+        1.0, "probability that a consumption with r* = r_max is rated (with rate_prob_slope = 0: of every "
+        "consumption, missing completely at random)", check=(lambda v: 0 < v <= 1, "in (0, 1]")
+    )
+    observe: Literal["continuous", "stars"] = field(
+        "continuous", "logged rating: continuous (r* + noise, unbounded) or stars (r* + noise rounded to a "
+        "whole number and clipped to [ceil(r_min), floor(r_max)], as MovieLens)"
+    )
+    threshold_users: float = field(
+        0.0, "share of users whose affinity term is a step: ±affinity/2 as <taste, item> is above or below "
+        "a personal threshold (a reward model h·W·e_a + b_a cannot represent it; 0 = off)", check=FRACTION
+    )
+    threshold_level: float = field(
+        0.3, "threshold users: personal threshold ~ Uniform[0, 2·threshold_level] on <taste, item> "
+        "(0.3: a threshold user likes 7–60% of the catalog, a quarter at the median, in the demo world)", check=NON_NEGATIVE
+    )
 
 
 class LoggingValue(NamedTuple):
@@ -165,6 +235,16 @@ def _check(cfg: SimConfig) -> None:
         raise bad("logging weights must be >= 0 with a positive sum")
     if cfg.mean_gap_seconds < 0:
         raise bad("mean_gap_seconds must be >= 0")
+    if not (np.isfinite(cfg.selection) and cfg.selection >= 0):
+        raise bad(f"selection must be finite and >= 0; got {cfg.selection}")
+    if not (np.isfinite(cfg.rate_prob_slope) and cfg.rate_prob_slope >= 0) or not 0 < cfg.rate_prob_base <= 1:
+        raise bad("rate_prob_slope must be finite and >= 0, rate_prob_base in (0, 1]")
+    if cfg.observe not in ("continuous", "stars"):
+        raise bad(f"observe must be continuous or stars; got {cfg.observe!r}")
+    if cfg.observe == "stars" and np.ceil(cfg.r_min) > np.floor(cfg.r_max):
+        raise bad(f"observe = stars needs a whole number in [r_min, r_max]; got [{cfg.r_min}, {cfg.r_max}]")
+    if not 0 <= cfg.threshold_users <= 1 or cfg.threshold_level < 0:
+        raise bad("threshold_users must lie in [0, 1] and threshold_level be >= 0")
 
 
 class Simulator:
@@ -175,11 +255,18 @@ class Simulator:
         r_min, r_max: the true reward scale.
         item_vec [N, dim] float32, item_cluster [N], cluster_vec [K, dim], popularity [N] (sums
         to 1), pop_z [N] (standardised log popularity), quality [N].
-        initial_taste, test_taste (before each user's last interaction), final_taste [n_users, dim].
+        initial_taste, test_taste (before each user's last logged interaction), final_taste
+        [n_users, dim].
         seq_len [n_users], offsets [n_users + 1]: user u's rows are offsets[u]:offsets[u+1].
         logged_true_reward [n] float64: r* of each logged row in the taste before it.
-        logged_propensity [n] float64: π_β(a_t | s_t) of each logged row (restricted to unseen
-        items when repeats = false).
+        logged_propensity [n] float64: the logging policy's probability of each logged row in its
+        context (π_β, or π_sel with selection > 0; restricted to unseen items when repeats =
+        false). With selection > 0 it costs O(n_items·dim) per row and is computed on first use.
+        threshold_user [n_users] bool, user_threshold [n_users] float64 (NaN for other users).
+        consumed_len [n_users], consumed_offsets, consumed_item, consumed_true_reward: every
+        consumption the users lived, rated or not, in (user, time) order; consumed_rated: which
+        of them were rated (logged), or None when every consumption is (they are then the
+        logged arrays themselves).
     """
 
     def __init__(self, cfg: SimConfig) -> None:
@@ -189,7 +276,10 @@ class Simulator:
         self.r_max = float(cfg.r_max)
         w = np.array([cfg.logging_popularity, cfg.logging_taste, cfg.logging_uniform], dtype=np.float64)
         self._w_pop, self._w_taste, self._w_unif = (w / w.sum()).tolist()
+        self._kappa = float(cfg.selection)
+        self._mnar = cfg.rate_prob_slope > 0 or cfg.rate_prob_base < 1
         self._build_world()
+        self._build_threshold_users()
         self._simulate_logs()
 
     # ------------------------------------------------------------------ the world
@@ -235,11 +325,37 @@ class Simulator:
         mat[d] = -cfg.logging_beta
         self._cluster_mat = mat  # [τ̃, 1] @ mat = logging_beta·<τ̃, c_k> − logging_beta
 
+    def _build_threshold_users(self) -> None:
+        """Users whose affinity term is a step (their own random stream, so nothing else moves)."""
+        cfg = self.cfg
+        self.threshold_user = np.zeros(cfg.n_users, dtype=bool)
+        self.user_threshold = np.full(cfg.n_users, np.nan)
+        self._any_threshold = False
+        if cfg.threshold_users > 0:
+            rng = np.random.default_rng([cfg.seed, 6])
+            self.threshold_user = rng.random(cfg.n_users) < cfg.threshold_users
+            level = rng.uniform(0.0, 2.0 * cfg.threshold_level, cfg.n_users)
+            self.user_threshold = np.where(self.threshold_user, level, np.nan)
+            self._any_threshold = bool(self.threshold_user.any())
+            self._item_vec64 = self.item_vec.astype(np.float64)
+
     # ------------------------------------------------------------------ building blocks
-    def reward_logit(self, taste: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """`affinity·<τ, v_a> + q_a` for tastes `[..., dim]` and items `[...]` (same leading shape)."""
+    def reward_logit(self, taste: np.ndarray, items: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """`affinity·<τ, v_a> + q_a` for tastes `[..., dim]` and items `[...]` (same leading shape)
+        of `users` [U] (the leading axis); a threshold user's affinity term is `±affinity/2`."""
         v = self.item_vec[items]
-        return self.cfg.affinity * (taste * v).sum(axis=-1) + self.quality[items]
+        logit = self.cfg.affinity * (taste * v).sum(axis=-1) + self.quality[items]
+        if not self._any_threshold:
+            return logit
+        thr = self.user_threshold[np.asarray(users, dtype=np.int64)]
+        thr = thr.reshape(thr.shape + (1,) * (logit.ndim - thr.ndim))
+        if np.isnan(thr).all():
+            return logit
+        # The comparison in float64 (exact products, 16-term sums) so that every path agrees on it.
+        x = (taste.astype(np.float64) * v.astype(np.float64)).sum(axis=-1)
+        half = np.float32(self.cfg.affinity / 2)
+        step = np.where(x >= thr, half, -half) + self.quality[items]
+        return np.where(np.isnan(thr), logit, step).astype(np.float32)
 
     def _to_reward(self, logit: np.ndarray) -> np.ndarray:
         return self.r_min + (self.r_max - self.r_min) / (1.0 + np.exp(-np.asarray(logit, dtype=np.float64)))
@@ -311,30 +427,29 @@ class Simulator:
         rng_len = np.random.default_rng([cfg.seed, 1])
         seq_len = rng_len.integers(cfg.min_len, cfg.max_len + 1, size=nu).astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(seq_len)]).astype(np.int64)
-        n = int(offsets[-1])
-        items = np.empty(n, dtype=np.int64)
-        rstar = np.empty(n, dtype=np.float64)
-        prop = np.empty(n, dtype=np.float64)
         self.test_taste = np.empty_like(self.initial_taste)
         self.final_taste = np.empty_like(self.initial_taste)
+        lived = _Consumed(offsets if not self._mnar else None)
         for b, start in enumerate(range(0, nu, _USER_BLOCK)):
             stop = min(nu, start + _USER_BLOCK)
-            self._simulate_block(np.random.default_rng([cfg.seed, 2, b]), start, stop, seq_len, offsets,
-                                 items, rstar, prop)
+            rate_rng = np.random.default_rng([cfg.seed, 5, b]) if self._mnar else None
+            lived.add(start, *self._simulate_block(np.random.default_rng([cfg.seed, 2, b]), rate_rng, start, stop,
+                                                   seq_len[start:stop]))
         self.seq_len, self.offsets = seq_len, offsets
-        self.logged_true_reward, self.logged_propensity = rstar, prop
+        items, rstar, prop = self._set_consumed(lived)
+        del lived
 
         user = np.repeat(np.arange(nu, dtype=np.int64), seq_len)
-        rng_t = np.random.default_rng([cfg.seed, 3])
-        gaps = 1 + np.floor(rng_t.exponential(cfg.mean_gap_seconds, size=n)).astype(np.int64)
-        ts = np.cumsum(gaps)
-        ts -= np.repeat(ts[offsets[:-1]] - gaps[offsets[:-1]], seq_len)  # restart the clock per user
-        ts += np.repeat(_EPOCH + rng_t.integers(0, 365 * 86400, size=nu), seq_len)
-        del gaps
-        reward = (rstar + self._noise(items, rstar)).astype(np.float32)
+        ts = self._timestamps()
+        reward = rstar + self._noise(items, rstar)
+        if cfg.observe == "stars":
+            reward = np.clip(np.rint(reward), np.ceil(self.r_min), np.floor(self.r_max))
+        reward = reward.astype(np.float32)
+        self._logged_item = items
+        self.logged_true_reward, self._logged_propensity = rstar, prop
         meta = {"simulator": dataclasses.asdict(cfg), "r_min": self.r_min, "r_max": self.r_max}
         inter = Interactions.from_raw(
-            user, items, ts, reward, prop.astype(np.float32).clip(np.finfo(np.float32).tiny, 1.0)
+            user, items, ts, reward, self.logged_propensity.astype(np.float32).clip(np.finfo(np.float32).tiny, 1.0)
             if cfg.log_propensity else None, source="sim", item_ids=np.arange(cfg.n_items), meta=meta,
         )
         # Rows were generated in (user, time) order with strictly increasing times, so the table's
@@ -343,65 +458,145 @@ class Simulator:
             raise AssertionError("simulator rows are not in the table's (user, timestamp) order")
         self.interactions = inter
 
-    def _simulate_block(self, rng, start, stop, seq_len, offsets, items, rstar, prop) -> None:
-        lens = seq_len[start:stop]
-        taste = self.initial_taste[start:stop].copy()
-        base = offsets[start:stop]
-        width = int(lens.max())
-        no_repeats = not self.cfg.repeats
-        if no_repeats:  # the consumed items, their clusters and pop_a / pop(k(a))
-            hist = np.empty((stop - start, width), dtype=np.int64)
-            hist_cl = np.zeros((stop - start, width), dtype=np.int64)
-            hist_within = np.zeros((stop - start, width))
-            seen_static = np.zeros(stop - start)  # Σ over consumed items of w_pop·pop_a + w_unif/N
-        unif = self._w_unif / self.cfg.n_items
-        for t in range(width):
-            act = np.flatnonzero(lens > t)
-            tau = taste[act]
-            w, groups = self._cluster_weights(tau)
-            z = groups.sum(axis=1)
-            a = self._draw(w, groups, rng.random((3, act.size)))
-            if no_repeats and t > 0:
-                h = hist[act, :t]
-                pending = np.flatnonzero((h == a[:, None]).any(axis=1))
-                for _ in range(_MAX_REJECTION_ROUNDS):
-                    if pending.size == 0:
-                        break
-                    cand = self._draw(w[pending], groups[pending], rng.random((3, pending.size)))
-                    ok = ~(h[pending] == cand[:, None]).any(axis=1)
-                    a[pending[ok]] = cand[ok]
-                    pending = pending[~ok]
-                if pending.size:
-                    a[pending] = self._draw_exact(tau[pending], h[pending], rng.random(pending.size))
-            cl = self.item_cluster[a]
-            p = (self._w_pop * self.popularity[a] + unif
-                 + self._w_taste * w[np.arange(act.size), cl] / z * self._within[a])
-            if no_repeats:
-                if t > 0:
-                    taste_part = (np.take_along_axis(w, hist_cl[act, :t], axis=1) * hist_within[act, :t]).sum(axis=1)
-                    p /= 1.0 - seen_static[act] - self._w_taste * taste_part / z
-                hist[act, t], hist_cl[act, t], hist_within[act, t] = a, cl, self._within[a]
-                seen_static[act] += self._w_pop * self.popularity[a] + unif
-            rows = base[act] + t
-            items[rows] = a
-            prop[rows] = p
-            rstar[rows] = self._to_reward(self.reward_logit(tau, a))
-            last = lens[act] == t + 1
-            self.test_taste[start + act[last]] = tau[last]
-            taste[act] = self.step_taste(tau, a)
-        self.final_taste[start:stop] = taste
+    def _set_consumed(self, lived: _Consumed) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Keep the consumption arrays; return the logged rows' (items, r*, propensity or None)."""
+        item, rstar, prop, rated, lens = lived.arrays()
+        self.consumed_len = lens
+        self.consumed_offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        self.consumed_item, self.consumed_true_reward, self.consumed_rated = item, rstar, rated
+        self._logged_pos = None  # position of each logged row among its user's consumptions (None: identity)
+        if self._kappa:
+            prop = None  # π_sel's normaliser is a sum over the catalog: computed on first use
+        if rated is None:
+            return item, rstar, prop
+        self._logged_pos = (np.arange(item.size) - np.repeat(self.consumed_offsets[:-1], lens))[rated]
+        return item[rated], rstar[rated], None if prop is None else prop[rated]
 
-    def _draw_exact(self, taste: np.ndarray, hist: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """Exact draws from π_β restricted to unseen items, by a chunked inverse CDF (rare path)."""
-        seen = _Seen(np.repeat(np.arange(len(hist)), hist.shape[1]), hist.ravel(), len(hist), self.cfg.n_items)
+    def _timestamps(self) -> np.ndarray:
+        """Timestamps of the logged rows: exponential gaps between a user's consumptions."""
+        cfg, lens, offs = self.cfg, self.consumed_len, self.consumed_offsets
+        n = int(offs[-1])
+        rng_t = np.random.default_rng([cfg.seed, 3])
+        gaps = 1 + np.floor(rng_t.exponential(cfg.mean_gap_seconds, size=n)).astype(np.int64)
+        ts = np.cumsum(gaps)
+        ts -= np.repeat(ts[offs[:-1]] - gaps[offs[:-1]], lens)  # restart the clock per user
+        ts += np.repeat(_EPOCH + rng_t.integers(0, 365 * 86400, size=cfg.n_users), lens)
+        return ts if self.consumed_rated is None else ts[self.consumed_rated]
+
+    @property
+    def logged_propensity(self) -> np.ndarray:
+        """The logging policy's probability of each logged row in its context (see the class)."""
+        if self._logged_propensity is None:
+            out = np.empty(self._logged_item.size)
+            for j in range(int(self.seq_len.max(initial=0))):
+                users = np.flatnonzero(self.seq_len > j)
+                for b in range(0, users.size, _EVAL_USER_BLOCK):
+                    u = users[b: b + _EVAL_USER_BLOCK]
+                    rows = self.offsets[u] + j
+                    out[rows] = self.logging_probs(u, self._logged_item[rows][:, None], step=j)[:, 0]
+            self._logged_propensity = out
+        return self._logged_propensity
+
+    def rate_probability(self, rstar: np.ndarray) -> np.ndarray:
+        """P(a consumption is rated | r*) = base·sigmoid(slope·(r* − mid)) / sigmoid(slope·(r_max − mid))."""
+        cfg = self.cfg
+        mid = 0.5 * (self.r_min + self.r_max)
+
+        def sig(x):
+            return 1.0 / (1.0 + np.exp(-x))
+
+        return cfg.rate_prob_base * sig(cfg.rate_prob_slope * (np.asarray(rstar, dtype=np.float64) - mid)) / sig(
+            cfg.rate_prob_slope * (self.r_max - mid))
+
+    def _simulate_block(self, rng, rate_rng, start, stop, lens) -> tuple:
+        """Users [start, stop) consume until `lens` of their consumptions are rated. Returns the
+        per-step rows (users, t, items, propensity (NaN with selection), r*, rated or None)."""
+        taste = self.initial_taste[start:stop].copy()
+        hist = None if self.cfg.repeats else _History(stop - start, int(lens.max()))
+        n_rated = np.zeros(stop - start, dtype=np.int64)
+        out = []
+        t = 0
+        while True:
+            act = np.flatnonzero(n_rated < lens)
+            if act.size == 0:
+                break
+            if hist is not None and t >= self.cfg.n_items:
+                raise InputError("simulator config: users consumed the whole catalog before rating max_len items; "
+                                 "raise rate_prob_base or n_items, or lower rate_prob_slope")
+            users, tau = start + act, taste[act]
+            w, groups = self._cluster_weights(tau)
+            a = self._sample_step(rng, tau, users, w, groups, None if hist is None or t == 0 else hist.item[act, :t])
+            p = np.full(act.size, np.nan) if self._kappa else self._step_propensity(a, w, groups, hist, act, t)
+            if hist is not None:
+                hist.record(act, t, a, self.item_cluster[a], self._within[a],
+                            self._w_pop * self.popularity[a] + self._w_unif / self.cfg.n_items)
+            rs = self._to_reward(self.reward_logit(tau, a, users))
+            rated = None if rate_rng is None else rate_rng.random(act.size) < self.rate_probability(rs)
+            last = n_rated[act] + 1 == lens[act] if rated is None else rated & (n_rated[act] + 1 == lens[act])
+            self.test_taste[users[last]] = tau[last]
+            n_rated[act] += 1 if rated is None else rated
+            out.append((act, t, a, p, rs, rated))
+            taste[act] = self.step_taste(tau, a)
+            t += 1
+        self.final_taste[start:stop] = taste
+        return out, stop - start
+
+    def _sample_step(self, rng, tau, users, w, groups, hist) -> np.ndarray:
+        """One consumption per row: from π_β (without the items in `hist` [R, t], if given), and
+        with selection > 0 from π_sel ∝ π_β·exp(κ·r*): rejection from π_β with acceptance
+        exp(κ·(r* − r_max)) ≤ 1 (exact), for at most _MAX_REJECTION_ROUNDS rounds; then exact."""
+        if not self._kappa:
+            a = self._draw(w, groups, rng.random((3, len(tau))))
+            if hist is None:
+                return a
+            pending = np.flatnonzero((hist == a[:, None]).any(axis=1))
+        else:
+            a = np.empty(len(tau), dtype=np.int64)
+            pending = np.arange(len(tau))
+        for _ in range(_MAX_REJECTION_ROUNDS):
+            if pending.size == 0:
+                break
+            cand = self._draw(w[pending], groups[pending], rng.random((3, pending.size)))
+            ok = np.ones(pending.size, dtype=bool) if hist is None else ~(hist[pending] == cand[:, None]).any(axis=1)
+            if self._kappa:
+                r = self._to_reward(self.reward_logit(tau[pending], cand, users[pending]))
+                ok &= rng.random(pending.size) < self._selection_weight(r)
+            a[pending[ok]] = cand[ok]
+            pending = pending[~ok]
+        if pending.size:
+            a[pending] = self._draw_exact(tau[pending], users[pending], None if hist is None else hist[pending],
+                                          rng.random(pending.size))
+        return a
+
+    def _step_propensity(self, a, w, groups, hist, act, t) -> np.ndarray:
+        """π_β(a|s) of the items just drawn (restricted to unseen items when `hist` is given)."""
+        z = groups.sum(axis=1)
+        unif = self._w_unif / self.cfg.n_items
+        cl = self.item_cluster[a]
+        p = (self._w_pop * self.popularity[a] + unif
+             + self._w_taste * w[np.arange(act.size), cl] / z * self._within[a])
+        if hist is not None and t > 0:
+            taste_part = (np.take_along_axis(w, hist.cl[act, :t], axis=1) * hist.within[act, :t]).sum(axis=1)
+            p /= 1.0 - hist.static[act] - self._w_taste * taste_part / z
+        return p
+
+    def _selection_weight(self, rstar: np.ndarray) -> np.ndarray:
+        """exp(κ·(r* − r_max)) in float64: π_sel ∝ π_β × this (≤ 1, so it is an acceptance probability)."""
+        return np.exp(self._kappa * (np.asarray(rstar, dtype=np.float64) - self.r_max))
+
+    def _draw_exact(self, taste, users, hist, u) -> np.ndarray:
+        """Exact draws from the logging policy (π_β, or π_sel with selection) without the items of
+        `hist` [R, t] (if given), by a chunked inverse CDF (rare path)."""
+        seen = None if hist is None else _Seen(np.repeat(np.arange(len(hist)), hist.shape[1]), hist.ravel(),
+                                               len(hist), self.cfg.n_items)
         totals = np.zeros(len(taste))
-        for _, _, p in self._pi_chunks(taste, seen):
+        for _, _, p in self._logging_chunks(taste, users, seen):
             totals += p.sum(axis=1)
         target = u * totals
         out = np.full(len(taste), self.cfg.n_items - 1, dtype=np.int64)
         done = np.zeros(len(taste), dtype=bool)
         acc = np.zeros(len(taste))
-        for s, _, p in self._pi_chunks(taste, seen):
+        for s, _, p in self._logging_chunks(taste, users, seen):
             cum = acc[:, None] + np.cumsum(p, axis=1)
             hit = ~done & (cum[:, -1] > target)
             j = (cum[hit] <= target[hit, None]).sum(axis=1)
@@ -410,11 +605,27 @@ class Simulator:
             acc = cum[:, -1]
         return out
 
-    def _pi_chunks(self, taste: np.ndarray, seen: _Seen | None) -> Iterator[tuple[int, int, np.ndarray]]:
-        """Unrestricted π_β over item chunks (seen items zeroed when `seen` is given): (s, e, [U, C])."""
+    def _logging_score_fn(self, taste, users, shown: bool = False):
+        """`(s, e) -> [U, e − s]` unnormalised logging probabilities of items [s, e) (float64):
+        π_β, times exp(κ·(r* − r_max)) with selection unless `shown` (π_β: what is shown)."""
         pk = self.cluster_probs(taste)
-        for s, e in self._item_chunks(len(taste)):
+        select = bool(self._kappa) and not shown
+
+        def score(s: int, e: int) -> np.ndarray:
             p = self._pi_items(pk, np.arange(s, e))
+            if select:
+                p *= self._selection_weight(self._chunk_reward(taste, users, s, e))
+            return p
+
+        return score
+
+    def _logging_chunks(self, taste, users, seen: _Seen | None, shown: bool = False
+                        ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Unnormalised logging probabilities over item chunks (seen items zeroed when `seen` is
+        given): (s, e, [U, C])."""
+        score = self._logging_score_fn(taste, users, shown)
+        for s, e in self._item_chunks(len(taste)):
+            p = score(s, e)
             if seen is not None:
                 seen.mask(p, s, e, 0.0)
             yield s, e, p
@@ -434,15 +645,25 @@ class Simulator:
 
     # ------------------------------------------------------------------ contexts
     def taste_at(self, users: np.ndarray, step: np.ndarray | int) -> np.ndarray:
-        """Taste of each user after their first `step` logged interactions ([U, dim] float32),
-        replayed from the initial taste (step = seq_len − 1 gives `test_taste` exactly)."""
+        """Taste of each user in the context of their first `step` logged interactions ([U, dim]
+        float32), replayed from the initial taste over every consumption before the next logged
+        one, rated or not (step = seq_len − 1 gives `test_taste` exactly, seq_len `final_taste`)."""
         users = self._users(users)
-        steps = self._steps(users, step)
+        lived = self._consumed_steps(users, self._steps(users, step))
         taste = self.initial_taste[users].copy()
-        for t in range(int(steps.max(initial=0))):
-            act = np.flatnonzero(steps > t)
-            taste[act] = self.step_taste(taste[act], self.interactions.item[self.offsets[users[act]] + t])
+        for t in range(int(lived.max(initial=0))):
+            act = np.flatnonzero(lived > t)
+            taste[act] = self.step_taste(taste[act], self.consumed_item[self.consumed_offsets[users[act]] + t])
         return taste
+
+    def _consumed_steps(self, users: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """How many consumptions precede logged step `steps` of each user (all of them at seq_len)."""
+        if self._logged_pos is None:
+            return steps
+        out = self.consumed_len[users].copy()
+        inside = steps < self.seq_len[users]
+        out[inside] = self._logged_pos[self.offsets[users[inside]] + steps[inside]]
+        return out
 
     def _users(self, users: np.ndarray) -> np.ndarray:
         users = np.asarray(users, dtype=np.int64).reshape(-1)
@@ -478,11 +699,11 @@ class Simulator:
         else:
             taste = self.taste_at(users, steps)
         seen = None
-        if exclude_seen:
-            it = self.interactions.item
-            rows = np.repeat(np.arange(users.size), steps)
-            first = np.repeat(self.offsets[users] - (np.cumsum(steps) - steps), steps)
-            seen = _Seen(rows, it[first + np.arange(rows.size)], users.size, self.cfg.n_items)
+        if exclude_seen:  # everything consumed before the context, rated or not
+            lived = self._consumed_steps(users, steps)
+            rows = np.repeat(np.arange(users.size), lived)
+            first = np.repeat(self.consumed_offsets[users] - (np.cumsum(lived) - lived), lived)
+            seen = _Seen(rows, self.consumed_item[first + np.arange(rows.size)], users.size, self.cfg.n_items)
         return users, taste, seen
 
     def _item_chunks(self, n_rows: int) -> Iterator[tuple[int, int]]:
@@ -500,7 +721,7 @@ class Simulator:
         if items.size and (items.min() < 0 or items.max() >= self.cfg.n_items):
             raise InputError(f"item codes must lie in [0, {self.cfg.n_items})")
         tau = taste if items.ndim == 1 else taste[:, None, :]
-        return self._to_reward(self.reward_logit(tau, items))
+        return self._to_reward(self.reward_logit(tau, items, users))
 
     def policy_value(self, users, topk_items, *, step=None, state=None) -> np.ndarray:
         """Mean true reward of each user's recommended list `topk_items` [U, k] → [U]."""
@@ -510,7 +731,7 @@ class Simulator:
         """The k items of highest r* per user, best first: [U, k] int64 (chunked running top-k)."""
         users, taste, seen = self._context(users, step, state, exclude_seen)
         self._check_k(k, seen)
-        return self._topk(taste, seen, k, lambda tau: lambda s, e: self._logit_chunk(tau, s, e))
+        return self._topk(taste, seen, k, lambda sl: lambda s, e: self._logit_chunk(taste[sl], users[sl], s, e))
 
     def oracle_value(self, users, k: int, *, step=None, state=None, exclude_seen=None) -> np.ndarray:
         """Mean r* of the oracle's top-k list per user → [U]."""
@@ -546,16 +767,21 @@ class Simulator:
                 p = rows[:, s:e].astype(np.float64)
                 if kind == "logits":
                     p = np.exp(p - m)
-                p *= self._chunk_reward(taste[sl], s, e)
+                p *= self._chunk_reward(taste[sl], users[sl], s, e)
                 out[sl] += p.sum(axis=1) / z
         return out
 
-    def logging_probs(self, users, items=None, *, step=None, state=None, exclude_seen=None) -> np.ndarray:
-        """π_β(a|s) of `items` [U, K] (or of the whole catalog, [U, n_items]: small catalogs only).
+    def logging_probs(self, users, items=None, *, step=None, state=None, exclude_seen=None,
+                      shown: bool = False) -> np.ndarray:
+        """The logging policy's probabilities of `items` [U, K] (or of the whole catalog,
+        [U, n_items]: small catalogs only): π_sel ∝ π_β·exp(κ·r*) with selection > 0, else π_β;
+        `shown=True` gives π_β, what the recommender showed, before the user's selection.
 
         With exclude_seen (default: not repeats) it is the policy that generated the logs:
-        π_β restricted to the context's unseen items and renormalised."""
+        restricted to the context's unseen items and renormalised."""
         users, taste, seen = self._context(users, step, state, exclude_seen)
+        if self._kappa and not shown:
+            return self._selection_probs(users, taste, seen, items)
         pk = self.cluster_probs(taste)
         norm = np.ones(users.size)
         if seen is not None:
@@ -574,32 +800,64 @@ class Simulator:
             p[seen.contains(items)] = 0.0
         return p / norm[:, None]
 
-    def logging_value(self, users, k: int, *, step=None, state=None, exclude_seen=None) -> LoggingValue:
-        """True value of π_β per user: E_{a∼π_β}[r*] and the mean r* of π_β's top-k items."""
+    def _selection_probs(self, users, taste, seen, items) -> np.ndarray:
+        """π_sel(a|s) = π_β(a|s)·exp(κ·r*(s,a)) / Σ_a' (same), the sum over unseen items in chunks."""
+        norm = np.zeros(users.size)
+        for b in range(0, users.size, _EVAL_USER_BLOCK):
+            sl = slice(b, b + _EVAL_USER_BLOCK)
+            sb = None if seen is None else seen.block(b, b + _EVAL_USER_BLOCK)
+            for _, _, p in self._logging_chunks(taste[sl], users[sl], sb):
+                norm[sl] += p.sum(axis=1)
+        if items is None:
+            p = np.concatenate([p for _, _, p in self._logging_chunks(taste, users, seen)], axis=1)
+            return p / norm[:, None]
+        items = np.asarray(items, dtype=np.int64).reshape(users.size, -1)
+        p = self._pi_items(self.cluster_probs(taste), items)
+        p *= self._selection_weight(self._to_reward(self.reward_logit(taste[:, None, :], items, users)))
+        if seen is not None:
+            p[seen.contains(items)] = 0.0
+        return p / norm[:, None]
+
+    def logging_expected(self, users, *, step=None, state=None, exclude_seen=None, shown: bool = False) -> np.ndarray:
+        """E_{a∼π}[r*] per user for the logging policy π (π_sel with selection > 0, else π_β;
+        `shown=True`: π_β, what was shown before the user's selection) → [U]."""
         users, taste, seen = self._context(users, step, state, exclude_seen)
-        self._check_k(k, seen)
+        return self._logging_expected(users, taste, seen, shown)
+
+    def _logging_expected(self, users, taste, seen, shown: bool) -> np.ndarray:
         expected = np.zeros(users.size)
         for b in range(0, users.size, _EVAL_USER_BLOCK):
             sl = slice(b, b + _EVAL_USER_BLOCK)
             sb = None if seen is None else seen.block(b, b + _EVAL_USER_BLOCK)
             tot = np.zeros(len(taste[sl]))
-            for s, e, p in self._pi_chunks(taste[sl], sb):
+            for s, e, p in self._logging_chunks(taste[sl], users[sl], sb, shown):
                 tot += p.sum(axis=1)
-                p *= self._chunk_reward(taste[sl], s, e)
+                p *= self._chunk_reward(taste[sl], users[sl], s, e)
                 expected[sl] += p.sum(axis=1)
             expected[sl] /= tot
+        return expected
 
-        def pi_scores(tau):
-            pk = self.cluster_probs(tau)
-            return lambda s, e: self._pi_items(pk, np.arange(s, e))
-
-        top = self._topk(taste, seen, k, pi_scores)
-        return LoggingValue(expected, self._to_reward(self.reward_logit(taste[:, None, :], top)).mean(axis=1))
+    def logging_value(self, users, k: int, *, step=None, state=None, exclude_seen=None,
+                      shown: bool = False) -> LoggingValue:
+        """True value of the logging policy per user (π_sel with selection > 0, else π_β;
+        `shown=True`: π_β): E_{a∼π}[r*] and the mean r* of π's top-k items."""
+        users, taste, seen = self._context(users, step, state, exclude_seen)
+        self._check_k(k, seen)
+        expected = self._logging_expected(users, taste, seen, shown)
+        top = self._topk(taste, seen, k, lambda sl: self._logging_score_fn(taste[sl], users[sl], shown))
+        return LoggingValue(expected, self._to_reward(self.reward_logit(taste[:, None, :], top, users)).mean(axis=1))
 
     # ------------------------------------------------------------------ chunked helpers
-    def _logit_chunk(self, taste: np.ndarray, s: int, e: int) -> np.ndarray:
+    def _logit_chunk(self, taste: np.ndarray, users: np.ndarray, s: int, e: int) -> np.ndarray:
         x = (np.float32(self.cfg.affinity) * taste) @ self.item_vec[s:e].T
         x += self.quality[s:e]
+        if self._any_threshold:
+            thr = self.user_threshold[users]
+            on = ~np.isnan(thr)
+            if on.any():  # as reward_logit: the comparison in float64
+                dot = taste[on].astype(np.float64) @ self._item_vec64[s:e].T
+                half = np.float32(self.cfg.affinity / 2)
+                x[on] = np.where(dot >= thr[on, None], half, -half) + self.quality[s:e]
         return x
 
     def _check_k(self, k: int, seen) -> None:
@@ -607,10 +865,10 @@ class Simulator:
         if not 1 <= k <= room:
             raise InputError(f"k must lie in [1, {room}] (catalog minus seen items); got {k}")
 
-    def _chunk_reward(self, taste: np.ndarray, s: int, e: int) -> np.ndarray:
+    def _chunk_reward(self, taste: np.ndarray, users: np.ndarray, s: int, e: int) -> np.ndarray:
         """r* of items [s, e) for tastes `[U, dim]`: `[U, e − s]` float32 (chunk-sized work only)."""
         span = np.float32(self.r_max - self.r_min)
-        x = self._logit_chunk(taste, s, e)
+        x = self._logit_chunk(taste, users, s, e)
         np.negative(x, out=x)
         with np.errstate(over="ignore"):  # exp overflow → inf → reward r_min, as it should
             np.exp(x, out=x)
@@ -620,12 +878,12 @@ class Simulator:
         return x
 
     def _topk(self, taste, seen, k, make_score) -> np.ndarray:
-        """Running top-k over item chunks of the scores `make_score(tau_block)(s, e)`, best first."""
+        """Running top-k over item chunks of the scores `make_score(row_slice)(s, e)`, best first."""
         out = np.empty((len(taste), k), dtype=np.int64)
         for b in range(0, len(taste), _EVAL_USER_BLOCK):
             tau = taste[b: b + _EVAL_USER_BLOCK]
             sb = None if seen is None else seen.block(b, b + _EVAL_USER_BLOCK)
-            score = make_score(tau)
+            score = make_score(slice(b, b + _EVAL_USER_BLOCK))
             best_v = np.empty((len(tau), 0))
             best_i = np.empty((len(tau), 0), dtype=np.int64)
             for s, e in self._item_chunks(len(tau)):
@@ -645,6 +903,63 @@ class Simulator:
             order = np.argsort(-best_v, axis=1, kind="stable")
             out[b: b + len(tau)] = np.take_along_axis(best_i, order, 1)
         return out
+
+
+class _History:
+    """The items each user of a block has consumed (no-repeat sampling), with what the exact
+    restricted propensity needs: their clusters, pop_a / pop(k(a)), and the running sum of
+    w_pop·pop_a + w_unif/N. Grows when users consume more than its width (unrated consumptions)."""
+
+    def __init__(self, n: int, width: int) -> None:
+        self.item = np.empty((n, width), dtype=np.int64)
+        self.cl = np.zeros((n, width), dtype=np.int64)
+        self.within = np.zeros((n, width))
+        self.static = np.zeros(n)
+
+    def record(self, act, t, items, clusters, within, static) -> None:
+        if t >= self.item.shape[1]:
+            extra = self.item.shape[1]
+            self.item = np.concatenate([self.item, np.empty_like(self.item[:, :extra])], axis=1)
+            self.cl = np.concatenate([self.cl, np.zeros_like(self.cl[:, :extra])], axis=1)
+            self.within = np.concatenate([self.within, np.zeros_like(self.within[:, :extra])], axis=1)
+        self.item[act, t], self.cl[act, t], self.within[act, t] = items, clusters, within
+        self.static[act] += static
+
+
+class _Consumed:
+    """Consumption rows gathered block by block in (user, time) order. With `offsets` (every
+    consumption is logged, so the lengths are known) the rows go straight into their places."""
+
+    def __init__(self, offsets: np.ndarray | None) -> None:
+        self.offsets = offsets
+        self.parts: list[tuple] = []
+        if offsets is not None:
+            n = int(offsets[-1])
+            self.item, self.rstar, self.prop = np.empty(n, dtype=np.int64), np.empty(n), np.empty(n)
+
+    def add(self, start: int, steps: list, n_users: int) -> None:
+        """`steps` from `Simulator._simulate_block`: (act, t, items, propensity, r*, rated)."""
+        if self.offsets is not None:
+            for act, t, a, p, rs, _ in steps:
+                rows = self.offsets[start + act] + t
+                self.item[rows], self.prop[rows], self.rstar[rows] = a, p, rs
+            return
+        act = np.concatenate([st[0] for st in steps])
+        lens = np.bincount(act, minlength=n_users)
+        pos = np.concatenate([[0], np.cumsum(lens)])[act] + np.concatenate([np.full(st[0].size, st[1]) for st in steps])
+        cols = []
+        for j, dtype in ((2, np.int64), (3, np.float64), (4, np.float64), (5, bool)):
+            col = np.empty(act.size, dtype=dtype)
+            col[pos] = np.concatenate([st[j] for st in steps])
+            cols.append(col)
+        self.parts.append((*cols, lens))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        """(items, r*, propensity, rated or None, consumptions per user)."""
+        if self.offsets is not None:
+            return self.item, self.rstar, self.prop, None, np.diff(self.offsets)
+        item, prop, rstar, rated, lens = (np.concatenate(c) for c in zip(*self.parts))
+        return item, rstar, prop, rated, lens
 
 
 class _Seen:
