@@ -192,7 +192,7 @@ def format_stats(stats: dict[str, Any]) -> str:
     high = stats.get("high_reward_test_targets", stats.get("loo_high_reward_targets"))
     if high is not None:
         n = stats.get("loo_test_targets", 0)
-        add(f"high-reward test targets (leave-one-out, reward >= {_num(stats['high_reward_threshold'])})",
+        add(f"high-reward test targets (reward >= {_num(stats['high_reward_threshold'])})",
             f"{_num(high)} ({100 * high / n if n else 0:.1f}% of the test targets)")
     if "data_summary" in stats:
         from recalign.data.summary import format_rows
