@@ -14,9 +14,13 @@ Definitions (rows are those of the `Interactions` table, sorted by user, time, f
   `repeat_rows` counts the rows beyond each pair's first.
 - `tied_timestamp_rows`: rows that share their (user, timestamp) with another row of the same
   user (their order comes from the file row).
-- `loo_test_targets`: users with at least 3 interactions (leave-one-out holds out the last one
-  for test, the one before for validation); `loo_high_reward_targets`: those whose last item has
-  reward >= `high_reward_threshold`.
+- `loo_test_targets`: users with at least `min_user_interactions` (3) interactions: leave-one-out
+  holds out each one's last row for test, the one before for validation.
+- `high_reward_test_targets`: those test targets whose reward is >= `high_reward_threshold`
+  (`data.high_reward`, 4.5 by default, the paper's high-rating threshold): the targets of the
+  `high/...` metrics, and what the paper counts (1,530 on ML-1M; docs/data.md says why a count may
+  differ). "Last" is by (timestamp, file row), so a timestamp tie is decided by the file's order.
+  `loo_high_reward_targets` is the same number under its earlier name.
 - `data_summary` (added by `recalign data stats`, under the run's split settings): what
   preparing the data drops and keeps, and how many held-out targets repeat a seen item (see
   `summary.py`).
@@ -35,8 +39,9 @@ _HIST_MAX_DISTINCT = 20
 _HIST_BINS = 10
 
 
-def dataset_stats(inter: Interactions, high_reward: float = 4.5) -> dict[str, Any]:
-    """The facts above as a JSON-ready dict (plain Python numbers and strings)."""
+def dataset_stats(inter: Interactions, high_reward: float = 4.5, min_user_interactions: int = 3) -> dict[str, Any]:
+    """The facts above as a JSON-ready dict (plain Python numbers and strings). `high_reward` and
+    `min_user_interactions` are `data.high_reward` and `data.min_user_interactions`."""
     n = len(inter)
     user, item, ts, rw = inter.user, inter.item, inter.timestamp, inter.reward
     counts = np.bincount(user, minlength=inter.n_users)
@@ -67,14 +72,19 @@ def dataset_stats(inter: Interactions, high_reward: float = 4.5) -> dict[str, An
     out["repeat_rows"] = int(n - pair_counts.size)
     out["tied_timestamp_rows"] = _tied_rows(user, ts)
 
-    offsets = inter.user_offsets()
-    per_user = np.diff(offsets)
-    eligible = per_user >= 3
-    last = offsets[1:][eligible] - 1
-    out["loo_test_targets"] = int(eligible.sum())
-    out["loo_high_reward_targets"] = int(np.count_nonzero(rw[last] >= high_reward))
-    out["high_reward_threshold"] = float(high_reward)
+    out.update(_high_reward_targets(inter, high_reward, min_user_interactions))
     return out
+
+
+def _high_reward_targets(inter: Interactions, high_reward: float, min_user_interactions: int) -> dict[str, Any]:
+    """Leave-one-out test targets (each kept user's last row: rows are sorted by user, time, file
+    row) and those with reward >= `high_reward`."""
+    offsets = inter.user_offsets()
+    eligible = np.diff(offsets) >= max(3, min_user_interactions)
+    last = offsets[1:][eligible] - 1
+    high = int(np.count_nonzero(inter.reward[last] >= high_reward))
+    return {"loo_test_targets": int(eligible.sum()), "high_reward_test_targets": high,
+            "high_reward_threshold": float(high_reward), "loo_high_reward_targets": high}
 
 
 def _reward_summary(rw: np.ndarray) -> dict[str, float]:
@@ -179,9 +189,11 @@ def format_stats(stats: dict[str, Any]) -> str:
               "loo_test_targets"):
         if k in stats:
             add(k.replace("_", " "), stats[k])
-    if "loo_high_reward_targets" in stats:
-        add(f"loo high-reward targets (reward >= {_num(stats['high_reward_threshold'])})",
-            stats["loo_high_reward_targets"])
+    high = stats.get("high_reward_test_targets", stats.get("loo_high_reward_targets"))
+    if high is not None:
+        n = stats.get("loo_test_targets", 0)
+        add(f"high-reward test targets (reward >= {_num(stats['high_reward_threshold'])})",
+            f"{_num(high)} ({100 * high / n if n else 0:.1f}% of the test targets)")
     if "data_summary" in stats:
         from recalign.data.summary import format_rows
 

@@ -6,8 +6,9 @@
     >>> inter = load_dataset("Books.csv.gz", fmt="amazon")       # Amazon 2018 ratings-only CSV
 
 Names (`DATASETS`): the MovieLens sets `ml-100k`, `ml-1m`, `ml-10m`, `ml-20m`, `ml-25m`,
-`ml-32m`, `ml-latest-small`, `ml-latest` (GroupLens or RecBole layout, see `movielens.py`), `obd`
-(Open Bandit Dataset, see `obd.py`) and `sim` (the simulator). A name is looked up in the data
+`ml-32m`, `ml-latest-small`, `ml-latest` (GroupLens or RecBole layout, see `movielens.py`),
+`amazon-books-2018` (the Amazon 2018 Books ratings CSV, see `amazon.py`), `obd` (Open Bandit
+Dataset, see `obd.py`) and `sim` (the simulator). A name is looked up in the data
 folder (`data_dir`, else `$RECALIGN_DATA`, else the per-user cache).
 
 Anything else is a path: a file, or a folder holding one of the MovieLens/RecBole layouts.
@@ -36,7 +37,7 @@ from recalign.errors import InputError
 if TYPE_CHECKING:
     from recalign.config import RunConfig
 
-DATASETS = (*movielens.NAMES, "obd", "sim")
+DATASETS = (*movielens.NAMES, *amazon.NAMES, "obd", "sim")
 FORMATS = ("auto", "movielens", "recbole", "obd", "amazon", "csv", "tsv", "parquet", "jsonl", "json")
 
 __all__ = ["DATASETS", "FORMATS", "load_dataset", "load_from_config", "load_path", "detect_format"]
@@ -97,6 +98,11 @@ def load_dataset(
             path = obd.locate(folder, obd_policy, obd_campaign)
             meta = {"dataset": "obd", "policy": obd_policy, "campaign": obd_campaign}
             return _guard(path, lambda: obd.load_file(path, duplicates=duplicates, meta=meta))
+        if name in amazon.NAMES:
+            if fmt not in ("auto", "amazon"):
+                raise InputError(f"format {fmt!r} does not apply to the dataset {name}; use auto or amazon")
+            path = amazon.locate(name, folder)
+            return load_path(path, "amazon", duplicates=duplicates, meta={"dataset": name})
         path = movielens.locate(name, folder, fmt)
         return load_path(path, "recbole" if path.suffix == ".inter" else "movielens",
                          duplicates=duplicates, meta={"dataset": name})

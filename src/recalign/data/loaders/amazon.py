@@ -10,6 +10,12 @@
   (milliseconds; the table keeps seconds and sub-second order). `--columns` (ROLE=KEY) overrides.
 
 The reward is the star rating (1-5).
+
+Named datasets (`NAMES`, looked up in the data folder like the MovieLens names):
+
+| name | folder (in the data folder) | file |
+| --- | --- | --- |
+| amazon-books-2018 | `amazon-books-2018/` | `Books.csv` (or `Books.csv.gz`): the 2018 Books ratings-only CSV, as `recalign data download amazon-books-2018` leaves it |
 """
 
 from __future__ import annotations
@@ -26,7 +32,26 @@ from recalign.data.schema import Interactions
 from recalign.errors import InputError
 
 ASIN = r"^(B[0-9A-Z]{9}|[0-9]{9}[0-9X])$"
+# name -> (folder in the data folder, file names in order of preference); the folder and the
+# first file are those of the download source of the same name (`recalign.data.download`)
+_NAMED = {"amazon-books-2018": ("amazon-books-2018", ("Books.csv", "Books.csv.gz"))}
+NAMES = tuple(_NAMED)
 _KEYS_2014 = {"user": "reviewerID", "item": "asin", "reward": "overall", "timestamp": "unixReviewTime"}
+
+
+def locate(name: str, data_dir: Path) -> Path:
+    """The ratings file of the named Amazon dataset `name` under `data_dir` (module table)."""
+    folder, files = _NAMED[name]
+    candidates = [d / f for d in (data_dir / folder, data_dir / folder / folder) for f in files]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise InputError(
+        f"dataset {name} not found: looked for {', '.join(str(c) for c in candidates[:2])}; download it with "
+        f"`recalign data download {name} --insecure-skip-checksum` (no published sha256), or point --data-dir "
+        "(or $RECALIGN_DATA) at the folder that holds it",
+        path=data_dir / folder,
+    )
 
 
 def json_layout(keys: list[str]) -> tuple[dict[str, str], str] | None:
