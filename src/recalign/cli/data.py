@@ -22,7 +22,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     inter = load_from_config(cfg)
-    stats = dataset_stats(inter, high_reward=cfg.data.high_reward)
+    stats = dataset_stats(inter, high_reward=cfg.data.high_reward, min_user_interactions=cfg.data.min_user_interactions)
     stats["data_summary"] = summarize(inter, cfg)
     if args.json:
         print_json(stats)

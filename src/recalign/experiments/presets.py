@@ -12,6 +12,8 @@ so a wheel carries them; a checkout's top-level `configs/` is a link to that fol
     configs/experiments/quick-sim.toml        `--quick` for `sim`  } CI and smoke tests: they show
     configs/experiments/quick-real.toml       `--quick` otherwise  } the pipeline runs, not the science
     configs/pretrain/<dataset>-<model>.toml   frozen reference configs, with their expected metrics
+    configs/experiments/{ml-1m,ml-20m,amazon-books-2018}.toml   the paper's protocol: they build on
+    configs/paper/<dataset>-hstu.toml          (HSTU, 30 / 12 / 10 epochs; no expected metrics yet)
 
 `preset_config` applies, each on top of the one before (where two set the same key, the later wins):
 
