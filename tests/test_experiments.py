@@ -67,10 +67,10 @@ def test_judges_see_every_interaction_and_score_top10(tiny, tmp_path):
     assert (js.train_end == data.split.offsets[1:]).all()
     assert len(js.train_rows()) == len(data.inter)  # validation and test targets included
     judges = train_judges(cfg, data, tmp_path, k=2)
-    assert len(judges) == 2 and (tmp_path / "judge1" / "model.safetensors").is_file()
+    assert [j.family for j in judges] == ["seq", "seq", "mf", "mf"] and (tmp_path / "judge1" / "model.safetensors").is_file()
     model = build_model(cfg, data)
     vals = judge_topk(judges, model, data.seq, data.split.test, cfg.eval)
-    assert vals.shape == (2, len(data.split.test)) and np.isfinite(vals).all()
+    assert vals.shape == (4, len(data.split.test)) and np.isfinite(vals).all()
     s = judge_summary(vals)
     assert s["judge_value"] == pytest.approx(vals.mean())
     assert s["judge_spread"] == pytest.approx(np.std(vals.mean(1), ddof=1))

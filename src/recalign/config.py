@@ -70,6 +70,10 @@ class EvalConfig:
     judges: int = field(3, "reward models in the held-out judge ensemble (trained on every interaction, "
                            "validation and test included; never used to train a policy)", check=NON_NEGATIVE)
     judge_epochs: int = field(10, "training epochs of each judge (fixed budget: its data has no held-out part)", check=AT_LEAST_ONE)
+    judge_families: list[str] = field(["seq", "mf"], "judge families, eval.judges of each: seq (sequence reward models) "
+                                      "and mf (biased matrix factorisation, a user-level model); each is validated out "
+                                      "of fold against the mean predictors",
+                                      check=(lambda v: v in ("seq", "mf"), "seq or mf"))
 
 
 @dataclass

@@ -21,8 +21,9 @@ import numpy as np
 from recalign.config import RunConfig
 from recalign.data.prepared import Prepared, prepare
 from recalign.eval.evaluate import evaluate_targets
-from recalign.eval.judge import judge_summary, judge_topk
+from recalign.eval.judge import judge_summary, judge_topk, judges_agree
 from recalign.eval.metrics import ndcg
+from recalign.experiments.summary import seed_interval
 from recalign.posttrain.registry import get_method
 from recalign.stages.common import load_run
 from recalign.stages.posttrain import posttrain
@@ -70,11 +71,14 @@ def compare_methods(cfg: RunConfig, out: Path, methods: Sequence[str] | Mapping[
             settings (e.g. a λ grid) from the same π0 and reward model.
         pretrained: reuse this π0 run instead of pretraining one under `out/pretrain`.
         overrides: with plain names, extra `--set` pairs per method.
-        judges: held-out judge reward models (`eval.judge`); adds per-user judge values.
+        judges: held-out judges of any family (`stages/judge.py:train_judges`, or bare reward
+            models: the `seq` family); adds per-user judge values per family.
 
     Returns `{"metrics": {label: test metrics}, "ndcg@10": {label: per-user array},
-    "true_value": {label: per-user array} (simulator only), "judge": {label: [n_judges, n_users]}
-    (with judges), "oracle_value": per-user array (simulator only), "setup": {label: posttrain setup
+    "true_value": {label: per-user array} (simulator only), "judge": {label: [n_seq_judges, n_users]}
+    (with judges: the `seq` family's), "judge_family": {label: {family: [n_judges, n_users]}},
+    "judge_validated": {family: beats the mean predictors out of fold}, "judge_agreement": {label:
+    `judge_agreement`} (with judges), "oracle_value": per-user array (simulator only), "setup": {label: posttrain setup
     statistics (ESS, ...)}, "seconds": {label: s}, "runs": {label: run folder}}`; the label
     `pretrained` is π0 itself."""
     out = Path(out)
@@ -120,9 +124,10 @@ def compare_methods(cfg: RunConfig, out: Path, methods: Sequence[str] | Mapping[
         if "_true_values" in m:
             res["true_value"][label] = m.pop("_true_values")
         if judges:
-            res["judge"][label] = judge_topk(judges, model, data.seq, data.split.test, cfg.eval)
-            m.update({k: v for k, v in judge_summary(res["judge"][label]).items() if k != "judge_values"})
+            m.update(_judge(res, label, judges, model, data, cfg))
         res["metrics"][label] = m
+    if judges:
+        res["judge_agreement"] = judge_agreement(res)
     if data.simulator is not None:  # the oracle's top-10 in the same contexts: the ceiling of every policy
         test = data.split.test
         res["oracle_value"] = data.simulator.oracle_value(test.users, 10,
@@ -130,3 +135,49 @@ def compare_methods(cfg: RunConfig, out: Path, methods: Sequence[str] | Mapping[
     res["high"] = data.split.high_reward("test", cfg.data.high_reward)
     res["n_users"] = int(np.asarray(res["high"]).size)
     return res
+
+
+def _judge(res: dict[str, Any], label: str, judges: list, model, data: Prepared, cfg: RunConfig) -> dict[str, Any]:
+    """Score `label`'s top-10 with every judge; fills `res`'s judge entries, returns the metrics
+    (`judge_summary` per family, without the per-judge list)."""
+    families = [getattr(j, "family", "seq") for j in judges]
+    validated = {f: bool((getattr(j, "validation", None) or {}).get("beats_means", False))
+                 for f, j in zip(families, judges)}
+    vals = judge_topk(judges, model, data.seq, data.split.test, cfg.eval)
+    fam = np.asarray(families)
+    if "seq" in families:
+        res["judge"][label] = vals[fam == "seq"]
+    res.setdefault("judge_family", {})[label] = {f: vals[fam == f] for f in dict.fromkeys(families)}
+    res["judge_validated"] = validated
+    return {k: v for k, v in judge_summary(vals, families, validated).items() if k != "judge_values"}
+
+
+def judge_agreement(res: dict[str, Any], base: str = "sft") -> dict[str, Any]:
+    """`{label: {"deltas": {family: mean per-user Δ of the family's ensemble vs base}, "agree":
+    judges_agree(...)}}` of one comparison (validated families only count); {} without `base`."""
+    fams = res.get("judge_family", {})
+    if base not in fams:
+        return {}
+    out = {}
+    for label, by in fams.items():
+        if label == base:
+            continue
+        deltas = {f: float((v.mean(0) - fams[base][f].mean(0)).mean()) for f, v in by.items()}
+        out[label] = {"deltas": deltas, "agree": judges_agree(deltas, res.get("judge_validated"))}
+    return out
+
+
+def judge_agreement_over_seeds(per_seed: list[dict[str, Any]], base: str = "sft") -> dict[str, Any]:
+    """Over seeds (comparisons with judges): `{label: {"deltas": {family: seed_interval of the
+    per-seed Δ vs base}, "validated": {family: validated in every seed}, "agree": judges_agree on
+    the intervals}}`; {} when a seed has no judge families."""
+    if not per_seed or any(not r.get("judge_agreement") for r in per_seed):
+        return {}
+    validated = {f: all(r.get("judge_validated", {}).get(f, False) for r in per_seed)
+                 for f in per_seed[0].get("judge_validated", {})}
+    out = {}
+    for label in per_seed[0]["judge_agreement"]:
+        fams = per_seed[0]["judge_agreement"][label]["deltas"]
+        deltas = {f: seed_interval([r["judge_agreement"][label]["deltas"][f] for r in per_seed]) for f in fams}
+        out[label] = {"deltas": deltas, "validated": validated, "agree": judges_agree(deltas, validated)}
+    return out

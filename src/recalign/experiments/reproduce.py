@@ -33,6 +33,7 @@ from recalign.config import RunConfig
 from recalign.data.prepared import prepare
 from recalign.errors import InputError
 from recalign.experiments import report
+from recalign.experiments.compare import judge_agreement_over_seeds
 from recalign.experiments.presets import preset_config
 from recalign.experiments.summary import (
     fmt,
@@ -158,7 +159,8 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
                           "sft", a["trace"])
         if kind == "main":
             results["datasets"][ds] = {"config": configlib.to_dict(cfgs[ds]), "metric": primary_metric(cfgs[ds]),
-                                       **sw["summary"]}
+                                       **sw["summary"], "judge_families": judge_agreement_over_seeds(
+                                           [s["base"] for s in sw["per_seed"] if "base" in s])}
             if "ppo" in sw["traces"]:
                 results["traces"][f"ppo, {cfgs[ds].sim.noise} noise {cfgs[ds].sim.noise_scale:g} (main run)"] = \
                     sw["traces"]["ppo"]
@@ -274,6 +276,9 @@ def _claim4(ds: str, r: dict[str, Any]) -> str:
         d = _delta(r["fixed"], "exp_sft", metric)
         if d is not None:
             parts.append(f"{metric} vs sft {what}: {_read(d, direction, 4)}")
+    agree = r.get("judge_families", {}).get("exp_sft")
+    if agree:
+        parts.append(_judges_sentence(agree))
     for metric in ("high/ndcg@10", "ndcg@10"):
         d = _per_seed_diff(_delta(r["fixed"], "exp_sft", metric), _delta(r["fixed"], "linear_sft", metric))
         if "linear_sft" in r["fixed"]:
@@ -281,6 +286,16 @@ def _claim4(ds: str, r: dict[str, Any]) -> str:
     best = max(r["series"]["exp_sft"], key=lambda p: p.get("high/ndcg@10", {}).get("mean", -1))
     return (f"**Claim 4** ({ds}): `exp_sft` {'; '.join(parts)}. Over λ, the mean high/NDCG@10 peaks at "
             f"λ = {best['value']} ({fmt(best.get('high/ndcg@10', {}).get('mean'), 4)}).")
+
+
+def _judges_sentence(agree: dict[str, Any]) -> str:
+    """Claim 4's judge sentence: each family's Δ vs sft (t over seeds) and whether the validated
+    families agree (`eval/judge.py:judges_agree`: all intervals above 0 = "up")."""
+    fams = "; ".join(f"judge/{f} {_read(d, 'positive', 4)}"
+                     + ("" if agree["validated"].get(f) else " (not validated: does not beat the mean predictors "
+                                                               "out of fold, not counted)")
+                     for f, d in agree["deltas"].items())
+    return f"judge families vs sft: {fams} → the validated families agree: **{agree['agree']}**"
 
 
 def claims(results: dict[str, Any]) -> list[str]:

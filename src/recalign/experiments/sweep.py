@@ -62,7 +62,8 @@ def trace_settings(method: str, cfg: RunConfig, trace: tuple[str, ...]) -> list[
 
 
 class JudgeCache:
-    """Judges trained once per distinct dataset (by fingerprint) under `root`, reused across seeds."""
+    """Judges of every family of `eval.judge_families` (`k` each, `stages/judge.py`), trained once per
+    distinct dataset (by fingerprint) under `root`, reused across seeds."""
 
     def __init__(self, root: Path, k: int, log: Callable[[str], None]):
         self.root, self.k, self.log, self.cache = root, k, log, {}
@@ -72,8 +73,9 @@ class JudgeCache:
             return None
         key = fingerprint(data.inter)
         if key not in self.cache:
-            self.log(f"judge ensemble: {self.k} reward models on every interaction of {cfg.data.name} "
-                     "(trained now, or loaded where a folder finished before)")
+            self.log(f"judges: {self.k} of each family ({', '.join(cfg.eval.judge_families)}) on every interaction "
+                     f"of {cfg.data.name}, each family validated out of fold (trained now, or loaded where a folder "
+                     "finished before)")
             jcfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, judges=self.k))
             self.cache[key] = train_judges(jcfg, data, self.root / f"judges-{key}")
         return self.cache[key]
