@@ -12,7 +12,7 @@ from recalign.config import RunConfig
 from recalign.errors import InputError
 from recalign.posttrain.registry import COMMON_KNOBS, Method
 
-JUDGE_KEYS = ("eval.judges", "eval.judge_epochs")
+JUDGE_KEYS = ("eval.judges", "eval.judge_epochs", "eval.judge_families")
 JUDGE_NOTE = "the held-out judges are trained by `recalign reproduce` and `recalign sweep --judges` only"
 
 # post-training: keys it accepts but takes from elsewhere, with what to use instead
