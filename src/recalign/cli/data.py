@@ -10,25 +10,69 @@ from recalign.cli.args import (
     add_config_args,
     add_data_args,
     add_json_arg,
+    data_overrides,
     print_json,
     resolve_config,
 )
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
-    from recalign.data.loaders import load_from_config
+    from recalign.data.prepared import load_interactions
     from recalign.data.stats import dataset_stats, format_stats
     from recalign.data.summary import summarize
 
-    cfg = resolve_config(args)
-    inter = load_from_config(cfg)
+    cfg = _stats_config(args)
+    inter, sim = load_interactions(cfg)
     stats = dataset_stats(inter, high_reward=cfg.data.high_reward, min_user_interactions=cfg.data.min_user_interactions)
     stats["data_summary"] = summarize(inter, cfg)
+    if sim is not None:
+        from recalign.data.worlds import world_diagnostics
+
+        stats["world_diagnostics"] = world_diagnostics(inter, sim)
     if args.json:
         print_json(stats)
     else:
-        sys.stdout.write(format_stats(stats) + "\n")
+        text = format_stats(stats)
+        if sim is not None:
+            text += "\n" + format_world(stats["world_diagnostics"])
+        sys.stdout.write(text + "\n")
     return 0
+
+
+def _stats_config(args: argparse.Namespace):
+    """`resolve_config`, with the named world's `sim` values (`--world`) under `--config` and `--set`."""
+    if args.world is None:
+        return resolve_config(args)
+    from recalign import configlib
+    from recalign.config import RunConfig, load_config
+    from recalign.errors import InputError
+    from recalign.experiments.presets import read_world
+
+    if args.dataset != "sim":
+        raise InputError(f"--world {args.world} sets the simulator's world; the dataset is {args.dataset!r}, not sim")
+    base = configlib.update(RunConfig(), {"sim": read_world(args.world)})
+    return load_config(args.config, data_overrides(args) + list(args.overrides), base=base)
+
+
+def format_world(d: dict) -> str:
+    """`world_diagnostics` in a few lines (METHOD.md, "Worlds": coverage, selection, missing
+    ratings, the reward scale)."""
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f}%"
+
+    unrated = "" if d["share_rated"] == 1 else f" (mean r* of the unrated {d['unrated_true_reward_mean']:.2f})"
+    return "\n".join([
+        "world diagnostics (recalign.data.worlds):",
+        f"  logged rows per item min / median / max  {d['exposures_min']:,} / {d['exposures_median']:g} / "
+        f"{d['exposures_max']:,}; items with < 10 rows {pct(d['share_items_under_10'])}, with none "
+        f"{pct(d['share_items_unlogged'])}",
+        f"  selection: mean observed / r* of logged rows {d['observed_reward_mean']:.2f} / "
+        f"{d['logged_true_reward_mean']:.2f} against E_{{a~pi_beta}}[r*] {d['shown_true_reward_mean']:.2f} "
+        f"(gap {d['selection_gap_true']:+.2f} in r*, {d['contexts']:,} contexts)",
+        f"  consumptions rated {pct(d['share_rated'])}{unrated}",
+        f"  observed rewards outside [r_min, r_max] {pct(d['share_rewards_outside_range'])}, whole numbers "
+        f"{pct(d['share_rewards_whole'])}",
+    ])
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:
@@ -46,6 +90,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("stats", help="users, items, interactions, rewards, lengths, ties, duplicates, and what "
                         "preparing drops (too few interactions, duplicates) and which targets repeat a seen item")
     add_data_args(p, positional=True)
+    p.add_argument("--world", metavar="NAME", help="for sim: a named world, configs/worlds/NAME.toml (clean, ratings, "
+                   "watch-time, popular), under --config and --set. For sim the output adds world_diagnostics: "
+                   "coverage, outcome selection, rated share, rewards outside the range")
     add_config_args(p)
     add_json_arg(p)
     p.set_defaults(func=cmd_data_stats)

@@ -22,9 +22,11 @@ from recalign.errors import InputError
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from recalign.experiments.demo import default_out_dir, format_files, format_table, run_demo
+    from recalign.experiments.presets import world_overrides
 
+    overrides = world_overrides(args.world, args.quick) + args.overrides  # the world first: --set wins
     out = args.out or default_out_dir()
-    res = run_demo(out, quick=args.quick, overrides=args.overrides, seeds=args.seeds, jobs=args.jobs)
+    res = run_demo(out, quick=args.quick, overrides=overrides, seeds=args.seeds, jobs=args.jobs)
     if args.json:
         print_json({k: v for k, v in res.items() if k != "config"})
         sys.stderr.write(format_files(res, out) + "\n")
@@ -42,7 +44,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(out_dir(args, "recalign-sweep-"))
     if (out / "results.json").exists():
         raise InputError("output folder already holds results.json; choose another --out", path=out)
-    cfg = preset_config(args.dataset or "sim", args.quick, args.overrides, args.data_dir, args.config)
+    cfg = preset_config(args.dataset or "sim", args.quick, args.overrides, args.data_dir, args.config,
+                        world=args.world)
     trace = tuple(m for m in csv(args.methods) if m in ("ppo", "dpo")) if args.trace else ()
     res = run_sweep(cfg, args.param, csv(args.values), csv(args.methods), out, seeds=args.seeds,
                     fixed=csv(args.fixed), judges=cfg.eval.judges if args.judges else 0, trace=trace)
@@ -66,6 +69,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from recalign.experiments.presets import world_overrides
     from recalign.experiments.reproduce import (
         LAMS,
         METHODS,
@@ -74,6 +78,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         run_reproduce,
     )
 
+    if args.world is not None and "sim" not in csv(args.datasets):
+        raise InputError(f"--world {args.world} sets the simulator's world; --datasets has no sim")
+    overrides = world_overrides(args.world, args.quick) + args.overrides  # the world first: --set wins
     out = out_dir(args, "recalign-reproduce-")
 
     def pick(given: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -82,7 +89,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     res = run_reproduce(csv(args.datasets), out, seeds=args.seeds, methods=pick(args.methods, METHODS),
                         lams=pick(args.lams, LAMS), noise_scales=pick(args.noise_scales, NOISE_SCALES),
                         noise_models=pick(args.noise_models, NOISE_MODELS), quick=args.quick,
-                        overrides=args.overrides, data_dir=args.data_dir, judges=not args.no_judges, jobs=args.jobs,
+                        overrides=overrides, data_dir=args.data_dir, judges=not args.no_judges, jobs=args.jobs,
                         resume=args.resume)
     if args.json:
         print_json({k: v for k, v in res.items() if k != "traces"})
@@ -115,6 +122,10 @@ def cmd_theory(args: argparse.Namespace) -> int:
     return 0
 
 
+WORLD_HELP = ("named simulator world, configs/worlds/NAME.toml (clean, ratings, watch-time, popular; see "
+              "docs/data.md): its sim.* values apply after the dataset preset, before --quick and --set")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_demo(sub)
     _add_sweep(sub)
@@ -130,6 +141,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=3, help="simulator/training seeds: each a new world (default 3; "
                    "intervals over seeds)")
     p.add_argument("--jobs", type=int, default=0, help="seeds run in parallel processes (default: one per CPU core)")
+    p.add_argument("--world", metavar="NAME", help=WORLD_HELP)
     add_config_args(p)
     add_json_arg(p, "print the results (as in results.json) as one JSON object on stdout")
     p.set_defaults(func=cmd_demo)
@@ -148,6 +160,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judges", action="store_true", help="also score with the held-out judge ensemble (eval.judges)")
     p.add_argument("--trace", action="store_true", help="trace ppo/dpo training (reward model vs true value figure)")
     p.add_argument("--quick", action="store_true", help="the preset's quick variant (smoke test)")
+    p.add_argument("--world", metavar="NAME", help=WORLD_HELP + " (the dataset must be sim)")
     p.add_argument("--out", help="output folder (default: a new temp folder)")
     add_config_args(p)
     add_json_arg(p, "print the summary (as in results.json) as one JSON object on stdout")
@@ -170,6 +183,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=1, help="parts run in parallel processes (one torch thread each; "
                    "2 on a 2-core machine)")
     p.add_argument("--quick", action="store_true", help="tiny settings: checks the pipeline, not the science (CI)")
+    p.add_argument("--world", metavar="NAME", help=WORLD_HELP + "; for the dataset sim")
     p.add_argument("--resume", action="store_true", help="continue an interrupted reproduce in --out: finished runs "
                    "are reused, interrupted ones resumed")
     p.add_argument("--out", help="output folder (default: a new temp folder)")

@@ -14,6 +14,9 @@ so a wheel carries them; a checkout's top-level `configs/` is a link to that fol
     configs/pretrain/<dataset>-<model>.toml   frozen reference configs, with their expected metrics
     configs/experiments/{ml-1m,ml-20m,amazon-books-2018}.toml   the paper's protocol: they build on
     configs/paper/<dataset>-hstu.toml          (HSTU, 30 / 12 / 10 epochs; no expected metrics yet)
+    configs/worlds/<name>.toml                named simulator worlds (`--world`): a `[sim]` table
+                                              each, with the reason for every value (clean,
+                                              ratings, watch-time, popular)
 
 `preset_config` applies, each on top of the one before (where two set the same key, the later wins):
 
@@ -21,6 +24,7 @@ so a wheel carries them; a checkout's top-level `configs/` is a link to that fol
 2. the dataset's preset, `configs/experiments/<dataset>.toml` (none for a file path or a name
    without one); a preset's top-level `base = "dir/file.toml"` (relative to `configs/`) names a
    file applied first, so a preset states only what it changes;
+   then, with `world`, the `[sim]` table of `configs/worlds/<world>.toml`;
 3. `common.toml`;
 4. with `quick`: `quick-sim.toml` for `sim`, `quick-real.toml` for any other dataset;
 5. `data.data_dir` = `data_dir`, when given;
@@ -30,6 +34,7 @@ so a wheel carries them; a checkout's top-level `configs/` is a link to that fol
 
 from __future__ import annotations
 
+import json
 import sys
 from importlib import resources
 from pathlib import Path
@@ -48,6 +53,7 @@ CONFIGS = resources.files("recalign") / "configs"  # a Traversable: works from a
 EXPERIMENTS = CONFIGS / "experiments"
 COMMON = "common.toml"
 QUICK = {"sim": "quick-sim.toml", "real": "quick-real.toml"}
+WORLDS = CONFIGS / "worlds"
 
 
 def read_preset(relpath: str, _seen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -77,19 +83,53 @@ def dataset_presets() -> list[str]:
                   if p.name.endswith(".toml") and p.name not in shared)
 
 
+def world_names() -> list[str]:
+    """The named worlds: every `configs/worlds/*.toml`."""
+    return sorted(p.name.removesuffix(".toml") for p in WORLDS.iterdir() if p.name.endswith(".toml"))
+
+
+def read_world(name: str) -> dict[str, Any]:
+    """The `sim` values of the named world `configs/worlds/<name>.toml` (its `[sim]` table, the
+    only one a world may have); an unknown name lists the valid ones."""
+    names = world_names()
+    if name not in names:
+        raise InputError(f"unknown world {name!r}; valid worlds: {', '.join(names)}")
+    (values,) = read_preset(f"worlds/{name}.toml")
+    if set(values) != {"sim"} or not isinstance(values["sim"], dict):
+        raise InputError("a world file holds one [sim] table and nothing else", path=WORLDS / f"{name}.toml")
+    return values["sim"]
+
+
+def world_overrides(world: str | None, quick: bool = False) -> list[str]:
+    """The named world as `--set sim.KEY=VALUE` overrides, for callers that take overrides only
+    (`demo`, `reproduce`). Placed before the user's `--set`, they give for `sim` the config that
+    `preset_config(..., world=world)` gives: the keys the quick variant sets (applied after the
+    world there) are left out with `quick`. None: no overrides."""
+    if world is None:
+        return []
+    values = read_world(world)
+    later = read_preset(f"experiments/{QUICK['sim']}")[-1].get("sim", {}) if quick else {}
+    return [f"sim.{k}={json.dumps(v)}" for k, v in values.items() if k not in later]
+
+
 def preset_config(dataset: str, quick: bool = False, overrides: list[str] | None = None,
-                  data_dir: str | None = None, config_file: str | Path | None = None) -> RunConfig:
-    """Defaults, then the dataset's preset (none for a file path or another name), common.toml,
-    the quick variant, `data_dir`, `config_file`, then `overrides` (`--set`); see the module
-    docstring for the files."""
+                  data_dir: str | None = None, config_file: str | Path | None = None,
+                  world: str | None = None) -> RunConfig:
+    """Defaults, then the dataset's preset (none for a file path or another name), the named
+    `world`'s `sim` values, common.toml, the quick variant, `data_dir`, `config_file`, then
+    `overrides` (`--set`); see the module docstring for the files."""
     cfg = configlib.update(RunConfig(), {"data": {"name": dataset}})
     files = [f"experiments/{dataset}.toml"] if dataset in dataset_presets() else []
-    files.append(f"experiments/{COMMON}")
+    tables = [values for f in files for values in read_preset(f)]
+    if world is not None:
+        if dataset != "sim":
+            raise InputError(f"world {world!r} sets the simulator's world; the dataset is {dataset!r}, not sim")
+        tables.append({"sim": read_world(world)})
+    tables += read_preset(f"experiments/{COMMON}")
     if quick:
-        files.append(f"experiments/{QUICK['sim' if dataset == 'sim' else 'real']}")
-    for f in files:
-        for values in read_preset(f):
-            cfg = configlib.update(cfg, values)
+        tables += read_preset(f"experiments/{QUICK['sim' if dataset == 'sim' else 'real']}")
+    for values in tables:
+        cfg = configlib.update(cfg, values)
     if data_dir:
         cfg = configlib.update(cfg, {"data": {"data_dir": str(data_dir)}})
     return load_config(config_file, overrides, base=cfg)
