@@ -89,6 +89,8 @@ def test_data_stats_sim_reports_world_diagnostics(capsys):
     assert d["n_users"] == 40 and d["n_items"] == 60  # --set wins over the world
     assert d["share_rewards_whole"] == 1.0 and d["share_rewards_outside_range"] == 0.0  # ratings: whole stars
     assert d["share_rated"] < 1 and d["selection_gap_true"] > 0
+    assert main(["data", "stats", "sim", *TINY, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["world_diagnostics"]["unrated_true_reward_mean"] is None  # not NaN
     assert main(["data", "stats", "sim", *TINY]) == 0
     text = capsys.readouterr().out
     assert "world diagnostics" in text and "consumptions rated 100.0%" in text and "items with < 10 rows" in text

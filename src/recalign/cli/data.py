@@ -28,7 +28,8 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     if sim is not None:
         from recalign.data.worlds import world_diagnostics
 
-        stats["world_diagnostics"] = world_diagnostics(inter, sim)
+        diag = world_diagnostics(inter, sim)  # NaN (no unrated consumption) -> null: strict JSON
+        stats["world_diagnostics"] = {k: None if isinstance(v, float) and v != v else v for k, v in diag.items()}
     if args.json:
         print_json(stats)
     else:
@@ -60,7 +61,7 @@ def format_world(d: dict) -> str:
     def pct(x: float) -> str:
         return f"{100 * x:.1f}%"
 
-    unrated = "" if d["share_rated"] == 1 else f" (mean r* of the unrated {d['unrated_true_reward_mean']:.2f})"
+    unrated = "" if d["unrated_true_reward_mean"] is None else f" (mean r* of the unrated {d['unrated_true_reward_mean']:.2f})"
     return "\n".join([
         "world diagnostics (recalign.data.worlds):",
         f"  logged rows per item min / median / max  {d['exposures_min']:,} / {d['exposures_median']:g} / "
