@@ -171,3 +171,19 @@ def test_every_option_has_a_help_line():
     missing = [f"{path}{'/'.join(a.option_strings) or a.dest}" for path, a in _actions(build_parser())
                if not a.help and a.dest != "help" and not isinstance(a.choices, dict)]
     assert not missing, missing
+
+
+def test_demo_reads_its_config_file_and_checks_it_before_writing(tmp_path, capsys):
+    """`demo --config` is applied (it was accepted and ignored), and a bad file is refused before
+    the output folder exists."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[posttrain]\nlam = -1.0\n")
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--seeds", "1", "--config", str(bad), "--out", str(out)]) == 2
+    assert "'posttrain.lam' must be > 0" in capsys.readouterr().err and not out.exists()
+    from recalign.experiments.demo import demo_config
+
+    good = tmp_path / "good.toml"
+    good.write_text("[posttrain]\nlam = 2.0\n")
+    assert demo_config(True, [], good).posttrain.lam == 2.0
+    assert demo_config(True, ["posttrain.lam=3.0"], good).posttrain.lam == 3.0  # --set wins

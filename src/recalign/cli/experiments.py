@@ -26,7 +26,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     overrides = world_overrides(args.world, args.quick) + args.overrides  # the world first: --set wins
     out = args.out or default_out_dir()
-    res = run_demo(out, quick=args.quick, overrides=overrides, seeds=args.seeds, jobs=args.jobs)
+    res = run_demo(out, quick=args.quick, overrides=overrides, seeds=args.seeds, jobs=args.jobs,
+                   config_file=args.config)
     if args.json:
         print_json({k: v for k, v in res.items() if k != "config"})
         sys.stderr.write(format_files(res, out) + "\n")

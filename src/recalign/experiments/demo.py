@@ -49,9 +49,9 @@ DEMO_METHODS = ("sft", "linear_sft", "exp_sft", "ppo", "dpo")
 TRACED = ("ppo",)
 
 
-def demo_config(quick: bool, overrides: list[str]) -> RunConfig:
-    """The `sim` preset (presets.py), its quick variant, then the user's `--set`."""
-    return preset_config("sim", quick, list(overrides))
+def demo_config(quick: bool, overrides: list[str], config_file: str | Path | None = None) -> RunConfig:
+    """The `sim` preset (presets.py), its quick variant, the user's `--config`, then `--set`."""
+    return preset_config("sim", quick, list(overrides), config_file=config_file)
 
 
 def _log(msg: str) -> None:
@@ -206,15 +206,16 @@ def format_files(res: dict[str, Any], out: str | Path) -> str:
 
 
 def run_demo(out_dir: str | Path, quick: bool = False, overrides: list[str] | None = None, seeds: int = 3,
-             methods: tuple[str, ...] = DEMO_METHODS, jobs: int = 0) -> dict[str, Any]:
+             methods: tuple[str, ...] = DEMO_METHODS, jobs: int = 0,
+             config_file: str | Path | None = None) -> dict[str, Any]:
     """The demo: `seeds` worlds (seed i: `sim.seed + i`, `train.seed + i`), run `jobs` at a time in
     separate processes (0 = as many as CPU cores, at most `seeds`). `res["files"]` names every file
     and folder written into `out_dir`."""
     out = Path(out_dir)
     if (out / "results.json").exists():
         raise InputError("demo output folder already holds results.json; choose another --out", path=out)
+    cfg = demo_config(quick, list(overrides or []), config_file)  # checked before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    cfg = demo_config(quick, list(overrides or []))
     t0 = time.perf_counter()
     cfgs = [seeded(cfg, s) for s in range(seeds)]
     dirs = [out / f"seed{c.sim.seed}" for c in cfgs]
