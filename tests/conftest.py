@@ -37,3 +37,17 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pretrained_with_reward_model(out: Path, sets: list[str]):
+    """A tiny pretrained run at `out` (config: `sets`) and a reward model beside it (`rm`, one
+    short epoch from scratch): `(run folder, its prepared data, reward-model folder)`."""
+    from recalign.config import load_config
+    from recalign.stages.common import load_run
+    from recalign.stages.pretrain import pretrain
+    from recalign.stages.reward_model import train_reward_model
+
+    pretrain(load_config(None, sets), out)
+    _, data, _ = load_run(out)
+    train_reward_model(load_config(None, sets + ["train.epochs=1", "train.max_steps=3"]), data, out.parent / "rm")
+    return out, data, out.parent / "rm"

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import pretrained_with_reward_model
 
 from recalign.config import load_config
 from recalign.data.prepared import prepare
@@ -21,8 +22,6 @@ from recalign.eval.distance import (
 from recalign.posttrain.scoring import frozen_copy
 from recalign.stages.common import build_model, load_run
 from recalign.stages.posttrain import posttrain
-from recalign.stages.pretrain import pretrain
-from recalign.stages.reward_model import train_reward_model
 
 TINY = ['model.dim=8', 'model.layers=1', 'model.heads=1', 'model.max_len=6', 'model.temperature=0.7',
         'data.name="sim"', 'sim.n_users=12', 'sim.n_items=9', 'sim.min_len=5', 'sim.max_len=8']
@@ -102,11 +101,7 @@ STEPS = ['train.max_steps=4', 'posttrain.epochs=1', 'posttrain.batch_size=16', '
 
 @pytest.fixture(scope="module")
 def sim_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("dist")
-    pretrain(load_config(None, RUN), base / "pre")
-    _, data, _ = load_run(base / "pre")
-    train_reward_model(load_config(None, RUN + ["train.epochs=1", "train.max_steps=3"]), data, base / "rm")
-    return base / "pre", data, base / "rm"
+    return pretrained_with_reward_model(tmp_path_factory.mktemp("dist") / "pre", RUN)
 
 
 def test_the_posttrain_summary_has_the_distance_the_value_and_the_budget(sim_run, tmp_path):

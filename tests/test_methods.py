@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import pretrained_with_reward_model
 from safetensors.torch import load_file
 
 from recalign.config import load_config
@@ -40,8 +41,6 @@ from recalign.posttrain.scoring import (
 from recalign.stages.common import load_run
 from recalign.stages.inference import evaluate_run
 from recalign.stages.posttrain import posttrain, posttrain_train_config
-from recalign.stages.pretrain import pretrain
-from recalign.stages.reward_model import train_reward_model
 
 TEN = ["sft", "linear_sft", "exp_sft", "filtered_sft", "asft", "dpo", "ipo", "ppo", "cql", "ips"]
 
@@ -54,12 +53,7 @@ STEPS = ['train.max_steps=2', 'posttrain.epochs=1', 'posttrain.batch_size=16', '
 
 
 def _pretrained(out: Path, sets: list[str]):
-    cfg = load_config(None, TINY + sets)
-    pretrain(cfg, out)
-    _, data, _ = load_run(out)
-    rm_cfg = load_config(None, TINY + sets + ["train.epochs=1", "train.max_steps=3"])
-    train_reward_model(rm_cfg, data, out.parent / "rm")
-    return out, data, out.parent / "rm"
+    return pretrained_with_reward_model(out, TINY + sets)
 
 
 @pytest.fixture(scope="module")

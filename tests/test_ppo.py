@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import pretrained_with_reward_model
 from safetensors.torch import load_file
 
 from recalign.config import load_config
@@ -19,8 +20,7 @@ from recalign.posttrain.registry import PostTrainContext, get_method
 from recalign.posttrain.scoring import frozen_copy, sample_items
 from recalign.stages.common import load_run
 from recalign.stages.posttrain import posttrain
-from recalign.stages.pretrain import pretrain
-from recalign.stages.reward_model import load_reward_model, train_reward_model
+from recalign.stages.reward_model import load_reward_model
 from recalign.train.runfolder import migrate_retired
 
 TINY = ['model.dim=16', 'model.layers=1', 'model.heads=1', 'model.max_len=10', 'train.epochs=2',
@@ -31,11 +31,7 @@ TINY = ['model.dim=16', 'model.layers=1', 'model.heads=1', 'model.max_len=10', '
 
 @pytest.fixture(scope="module")
 def sim_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("ppo")
-    pretrain(load_config(None, TINY), base / "pre")
-    _, data, _ = load_run(base / "pre")
-    train_reward_model(load_config(None, TINY + ["train.epochs=1", "train.max_steps=3"]), data, base / "rm")
-    return base / "pre", data, base / "rm"
+    return pretrained_with_reward_model(tmp_path_factory.mktemp("ppo") / "pre", TINY)
 
 
 def _method(sim_run, sets: list[str]):
