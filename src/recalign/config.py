@@ -82,7 +82,17 @@ class PostTrainConfig:
     lam: float = field(1.0, "temperature λ of exponential weights exp(r/λ) (paper's knob)", check=POSITIVE)
     weight_norm: Literal["global", "batch", "context", "none"] = field("global", "normaliser Z of the weights")
     max_weight: float = field(0.0, "clip normalised weights at this value (0 = no clip)", check=NON_NEGATIVE)
-    reward_transform: Literal["none", "standardize", "user_center"] = field("none", "reward transform before weighting")
+    reward_transform: Literal["none", "standardize", "user_center", "rank", "user_rank"] = field(
+        "none", "reward transform before weighting; rank / user_rank: the reward's mid-rank quantile (global / within "
+        "its user) mapped onto the training rewards' range [r_min, r_max]")
+    log_clip_quantile: float = field(0.0, "cap log weights at their q-quantile over the training set + log(log_clip_ratio), "
+                                          "before normalisation, so one outlier cannot dominate Z (0 = off)", check=FRACTION)
+    log_clip_ratio: float = field(10.0, "with log_clip_quantile: the largest weight as a multiple of the q-quantile weight",
+                                  check=POSITIVE)
+    lam_rule: Literal["fixed", "ess"] = field("fixed", "fixed: use lam; ess: the smallest λ in [0.05, 100] whose training-set "
+                                              "weights have ESS >= lam_target_ess (bisection in log λ)")
+    lam_target_ess: float = field(0.5, "lam_rule = ess: the target ESS fraction in (0, 1]",
+                                  check=(lambda v: 0 < v <= 1, "in (0, 1]"))
     beta: float = field(0.1, "dpo/ipo: temperature β of the preference loss (Rafailov et al. 2023)", check=POSITIVE)
     kl_coef: float = field(0.1, "ppo: coefficient β of the KL penalty to π_0 in the reward (Ouyang et al. 2022)", check=NON_NEGATIVE)
     pairs: Literal["rm", "logged"] = field("rm", "dpo/ipo pairs: rm (online, reward model) or logged")

@@ -11,7 +11,8 @@ value of the pretrained policy under the reward model.
 
 `reward_transform` is applied to both `r` and `b(s)` (they share one scale): `standardize`
 divides `A` by the training rewards' std, `user_center` leaves `A` unchanged (the user's mean
-cancels in `r − b`).
+cancels in `r − b`); `rank`/`user_rank` are refused (`b(s)` has no rank). `log_clip_*` and
+`lam_rule` apply as in `exp_sft` (`lam_rule` for `asft_weight = exp` only).
 """
 
 from __future__ import annotations
@@ -46,14 +47,22 @@ def reference_value(ctx: PostTrainContext) -> Tensor:
 @register("asft")
 class ASFT(WeightedSFT):
     description = "advantage-weighted SFT: w = exp(A/λ) or max(A,0), A = r − E_π0[RM] (needs a reward model)"
-    knobs = ("lam", "asft_weight", "weight_norm", "max_weight", "reward_transform")
+    knobs = ("lam", "asft_weight", "weight_norm", "max_weight", "reward_transform", "log_clip_quantile",
+             "log_clip_ratio", "lam_rule", "lam_target_ess")
     needs_reward_model = True
+
+    def uses_lam(self) -> bool:
+        return self.pt.asft_weight == "exp"
 
     def prepare(self, ctx: PostTrainContext) -> dict[str, Any]:
         if ctx.reference is None:
             raise InputError("asft needs the reference policy π_0")
         if self.pt.asft_weight == "exp" and not self.pt.lam > 0:
             raise InputError(f"posttrain.lam must be > 0; got {self.pt.lam}")
+        if self.pt.reward_transform in ("rank", "user_rank"):
+            raise InputError(f"asft does not support reward_transform = {self.pt.reward_transform} (the baseline "
+                             "b(s) has no rank among the logged rewards); use none, standardize or user_center")
+        self._lam = self.pt.lam
         self._baseline = reference_value(ctx)
         stats = super().prepare(ctx)
         stats.update(self._adv_stats)
@@ -73,4 +82,4 @@ class ASFT(WeightedSFT):
                            "advantage_std": float(adv.std(unbiased=False)),
                            "advantage_pos_frac": float((adv > 0).double().mean())}
         kind = "adv_exp" if self.pt.asft_weight == "exp" else "adv_pos"
-        return log_weights(rewards, kind, lam=self.pt.lam, baseline=b)
+        return log_weights(rewards, kind, lam=self._lam, baseline=b)

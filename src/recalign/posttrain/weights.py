@@ -4,8 +4,9 @@ The path from a logged reward to the weight that multiplies `-log π_θ(a_t | s_
 
     rewards --transform_rewards--> r --log_weights--> log w --normalize--> w  (--ess--> diagnostic)
 
-- `transform_rewards`: `none` (the paper), `standardize` (global z-score) or `user_center`
-  (subtract each user's mean reward).
+- `transform_rewards`: `none` (the paper), `standardize` (global z-score), `user_center`
+  (subtract each user's mean reward), `rank` / `user_rank` (the reward's mid-rank quantile,
+  global or within its user, mapped onto the rewards' range `[r_min, r_max]`).
 - `log_weights`: the unnormalised log weight of each kind, e.g. `r/λ` for `exp` (METHOD.md,
   stage 2). Log weights are float64: `r/λ` reaches 1e8 for r = 1e4, λ = 1e-4, and float32 would
   round it to a multiple of 8.
@@ -14,6 +15,10 @@ The path from a logged reward to the weight that multiplies `-log π_θ(a_t | s_
   that is at most `log n` (`global`: `Z` over the set the batch is drawn from; `none`: shifted by
   that set's max; `batch`/`context`: shifted by the group's max), so weights stay finite for any
   `r/λ`.
+- `clip_log_weights` (optional, before `normalize`): caps `log w` at the `q`-quantile of the
+  training set's log weights plus `log(ratio)`, so no weight exceeds `ratio` times the
+  `q`-quantile weight and one outlier cannot dominate `Z` (`max_weight` clips after `Z` and
+  cannot repair that).
 - `ess`: the effective sample size `(Σw)² / (n·Σw²)` in `(0, 1]`, the diagnostic of how
   aggressive `λ` is.
 
@@ -28,7 +33,7 @@ import math
 import torch
 from torch import Tensor
 
-REWARD_TRANSFORMS = ("none", "standardize", "user_center")
+REWARD_TRANSFORMS = ("none", "standardize", "user_center", "rank", "user_rank")
 WEIGHT_KINDS = ("exp", "linear", "adv_exp", "adv_pos", "filter")
 NORMS = ("global", "batch", "context", "none")
 
@@ -52,8 +57,9 @@ def transform_rewards(rewards: Tensor, users: Tensor | None = None, kind: str = 
             set: `standardize` and `user_center` use statistics over what they are given).
         users: `[n] long`, the user of each interaction; needed by `user_center` only.
         kind: `none` (as the paper), `standardize` (`(r − mean)/std`, population std; if every
-            reward is equal the std is 0 and only the mean is subtracted) or `user_center`
-            (`r − mean_u(r)`, the mean over that user's interactions in `rewards`).
+            reward is equal the std is 0 and only the mean is subtracted), `user_center`
+            (`r − mean_u(r)`, the mean over that user's interactions in `rewards`), `rank` or
+            `user_rank` (see `rank_rewards`; `user_rank` needs `users`).
 
     Returns:
         `[n]` transformed rewards, same dtype as `rewards`; the input is not modified.
@@ -61,6 +67,8 @@ def transform_rewards(rewards: Tensor, users: Tensor | None = None, kind: str = 
     _check_choice("reward_transform", kind, REWARD_TRANSFORMS)
     if kind == "none":
         return rewards.clone()
+    if kind in ("rank", "user_rank"):
+        return rank_rewards(rewards, users if kind == "user_rank" else None)
     if kind == "standardize":
         r = rewards.double()
         std = r.std(unbiased=False)
@@ -76,6 +84,47 @@ def transform_rewards(rewards: Tensor, users: Tensor | None = None, kind: str = 
     sums = torch.zeros(g, dtype=r.dtype, device=r.device).index_add_(0, gid, r)
     counts = torch.bincount(gid, minlength=g).to(r.dtype)
     return (r - (sums / counts)[gid]).to(rewards.dtype)
+
+
+def rank_rewards(rewards: Tensor, users: Tensor | None = None) -> Tensor:
+    """Rewards → their mid-rank quantile, mapped onto the rewards' range (`rank`, `user_rank`).
+
+    `r' = r_min + q·(r_max − r_min)` with `q = (m − 1)/(n − 1)`, `m` the 1-based rank of `r`
+    among the `n` rewards (ties get the mean of their ranks), `r_min`/`r_max` the min/max of all
+    of `rewards`. Without `users` the ranks are global (`rank`); with them, `m` and `n` are
+    within the interaction's user (`user_rank`; a user with one interaction gets `q = 1/2`).
+    So `q` is in `[0, 1]` and `r'` in `[r_min, r_max]`: `λ` keeps its meaning on the reward
+    scale, but the gap between consecutive distinct rewards no longer depends on their values
+    (an outlier is one rank above the next reward). The order of rewards is kept, ties stay
+    tied. If every reward is equal, they are returned unchanged.
+
+    Example: `[1, 3, 3, 5, 2]` → mid-ranks `[1, 3.5, 3.5, 5, 2]` → `q = [0, .625, .625, 1, .25]`
+    → `[1, 3.5, 3.5, 5, 2]` on the range `[1, 5]`.
+    """
+    r = rewards.double()
+    if r.numel() == 0:
+        return rewards.clone()
+    lo, hi = r.min(), r.max()
+    if not hi > lo:
+        return rewards.clone()
+    if users is None:
+        gid, g = torch.zeros_like(r, dtype=torch.long), 1
+    else:
+        if users.shape != rewards.shape:
+            raise ValueError(f"users {tuple(users.shape)} and rewards {tuple(rewards.shape)} differ in shape")
+        gid, g = _group_ids(users)
+    # distinct (group, reward) pairs, sorted by group then reward
+    pairs, inverse, counts = torch.unique(torch.stack([gid.double(), r], 1), dim=0, return_inverse=True,
+                                          return_counts=True)
+    counts = counts.double()
+    before = torch.cumsum(counts, 0) - counts  # rows in earlier pairs (all groups)
+    pair_gid = pairs[:, 0].long()
+    n_g = torch.zeros(g, dtype=r.dtype, device=r.device).index_add_(0, pair_gid, counts)
+    group_start = torch.cumsum(n_g, 0) - n_g
+    below = before - group_start[pair_gid]  # rows of the same group with a smaller reward
+    denom = (n_g - 1)[pair_gid]
+    q = torch.where(denom > 0, (below + (counts - 1) / 2) / denom.clamp_min(1), torch.full_like(below, 0.5))
+    return (lo + q[inverse] * (hi - lo)).to(rewards.dtype)
 
 
 def log_weights(
@@ -124,6 +173,47 @@ def log_weights(
     if threshold is None:
         raise ValueError("weight kind 'filter' needs a threshold")
     return torch.where(r >= threshold, 0.0, -math.inf).to(r.dtype)
+
+
+def _quantile(x: Tensor, q: float) -> float:
+    """Linear-interpolation quantile of a 1-D tensor (numpy's default; no size limit)."""
+    v = torch.sort(x).values
+    pos = q * (v.numel() - 1)
+    i = int(math.floor(pos))
+    j = min(i + 1, v.numel() - 1)
+    return float(v[i] + (pos - i) * (v[j] - v[i]))
+
+
+def clip_log_weights(logw: Tensor, quantile: float, ratio: float = 10.0,
+                     mask: Tensor | None = None) -> tuple[Tensor, float]:
+    """Cap log weights at `c = Q_q(log w) + log(ratio)` before normalisation.
+
+    `Q_q` is the `q`-quantile of the finite log weights (of the masked positions): after the
+    clip no weight exceeds `ratio` times the `q`-quantile weight, so a single extreme reward
+    cannot dominate `Z`. For `exp` weights `log w = r/λ`, i.e. rewards above
+    `Q_q(r) + λ·log(ratio)` are treated as that value. Weights 0 (`-inf`) stay 0.
+
+    Args:
+        logw: `[n]` log weights (`-inf` = weight 0).
+        quantile: `q` in `[0, 1]`; 0 = no clip.
+        ratio: `> 0`, the largest weight as a multiple of the `q`-quantile weight.
+        mask: `[n] bool` positions whose log weights define the quantile (None = all).
+
+    Returns:
+        `([n] float64 clipped log weights, c)`; `c = inf` when nothing is clipped (`q = 0`, or
+        no finite log weight).
+    """
+    if not 0 <= quantile <= 1:
+        raise ValueError(f"log_clip_quantile must be in [0, 1] (0 = off), got {quantile}")
+    if not ratio > 0:
+        raise ValueError(f"log_clip_ratio must be > 0, got {ratio}")
+    lw = logw.double()
+    sel = lw if mask is None else lw[mask]
+    sel = sel[torch.isfinite(sel)]
+    if quantile == 0 or sel.numel() == 0:
+        return lw, math.inf
+    cap = _quantile(sel, quantile) + math.log(ratio)
+    return lw.clamp(max=cap), cap
 
 
 def global_log_z(logw_all: Tensor, mask: Tensor | None = None) -> float:
