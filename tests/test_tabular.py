@@ -35,7 +35,13 @@ import pytest
 import torch
 
 from recalign.models.heads import FullSoftmaxHead
-from recalign.posttrain.weights import global_log_max, global_log_z, log_weights, normalize
+from recalign.posttrain.weights import (
+    global_log_max,
+    global_log_z,
+    log_weights,
+    normalize,
+    transform_rewards,
+)
 
 LAM = 0.7
 # counts N[c, a]: contexts of frequency 12/25, 8/25, 5/25; a non-uniform π_β in each
@@ -161,3 +167,20 @@ def test_context_blind_policy_mixes_contexts_by_their_mass():
         out[norm] = minimise((A,), weights(norm))
         assert float(kl(target, out[norm])) < 1e-8
     assert float((out["context"] - out["global"]).abs().sum()) > 0.1
+
+
+def test_rank_transform_converges_to_pi_beta_exp_rank_reward():
+    """With `reward_transform = rank` the weights are `exp(rank_r/λ)`, `rank_r` the global
+    mid-rank quantile of the row's reward (over the dataset rows, so counted N[c, a] times)
+    mapped onto [r_min, r_max]; the target is then `π_β·exp(rank_r(c,a)/λ)/Z_rank(c)`."""
+    rank_rew = transform_rewards(REW, kind="rank")
+    table = torch.zeros(C, A, dtype=torch.float64)
+    table[CTX, ACT] = rank_rew  # equal rewards get equal ranks: one value per (c, a)
+    target = PI_B * torch.exp(table / LAM)
+    target = target / target.sum(1, keepdim=True)
+    assert float((kl(target, PI_STAR)).max()) > 1e-3  # a different target than with raw rewards
+    for norm in ("context", "global"):
+        lw = log_weights(rank_rew, "exp", lam=LAM)
+        w = normalize(lw, norm=norm, context=CTX, global_log_z=global_log_z(lw), dtype=torch.float64)
+        pi = minimise((C, A), w)
+        assert (kl(target, pi) < 1e-3).all(), kl(target, pi)
