@@ -187,3 +187,15 @@ def test_demo_reads_its_config_file_and_checks_it_before_writing(tmp_path, capsy
     good.write_text("[posttrain]\nlam = 2.0\n")
     assert demo_config(True, [], good).posttrain.lam == 2.0
     assert demo_config(True, ["posttrain.lam=3.0"], good).posttrain.lam == 3.0  # --set wins
+
+
+def test_lam_rule_ess_is_recorded_in_the_run(run, tmp_path, capsys):
+    """`posttrain.lam_rule = ess` end to end: the chosen λ, its ESS and the reason are in
+    state.json's setup and on stderr, and the weights meet the target."""
+    out = tmp_path / "auto"
+    assert main(["posttrain", "--init", str(run), "--method", "exp_sft", "--set", 'posttrain.lam_rule="ess"',
+                 "--set", "posttrain.lam_target_ess=0.8", "--set", "posttrain.epochs=1", "--out", str(out)]) == 0
+    setup = json.loads((out / "state.json").read_text())["setup"]
+    assert setup["lam_rule"] == "ess" and 0.05 <= setup["lam"] <= 100 and setup["lam_reason"]
+    assert setup["lam_ess"] >= 0.8 and setup["ess"] >= 0.8 - 1e-9
+    assert "lam" in capsys.readouterr().err

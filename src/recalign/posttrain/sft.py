@@ -1,11 +1,11 @@
 """Reward-weighted SFT: `L = −(1/n) Σ_t w_t · log π_θ(a_t | s_t)` over every logged training
 transition, with the weights of `weights.py`. Four methods share this one concept:
 
-| method         | weight `w_t` before normalisation   | knobs                                  |
+| method         | weight `w_t` before normalisation   | knobs (the class's `knobs`)            |
 |----------------|-------------------------------------|----------------------------------------|
 | `sft`          | 1 (behaviour cloning)               | —                                      |
-| `linear_sft`   | `r_t` (0 where `r_t ≤ 0`)           | weight_norm, max_weight, reward_transform |
-| `exp_sft`      | `exp(r_t / λ)` (the paper)          | lam, weight_norm, max_weight, reward_transform |
+| `linear_sft`   | `r_t` (0 where `r_t ≤ 0`)           | weight_norm, max_weight, reward_transform, log_clip_* |
+| `exp_sft`      | `exp(r_t / λ)` (the paper)          | lam (or lam_rule, lam_target_ess), weight_norm, max_weight, reward_transform, log_clip_* |
 | `filtered_sft` | `1[r_t ≥ threshold]`                | threshold, weight_norm, max_weight, reward_transform |
 
 (`asft` in `asft.py` is the same loss with advantage weights.)
