@@ -21,7 +21,7 @@ from recalign.posttrain.scoring import frozen_copy, sample_items
 from recalign.stages.common import load_run
 from recalign.stages.posttrain import posttrain
 from recalign.stages.reward_model import load_reward_model
-from recalign.train.runfolder import migrate_retired
+from recalign.train.runfolder import migrate_old_keys
 
 TINY = ['model.dim=16', 'model.layers=1', 'model.heads=1', 'model.max_len=10', 'train.epochs=2',
         'train.batch_size=32', 'train.progress=false', 'train.device="cpu"', 'train.warmup_steps=1',
@@ -177,5 +177,5 @@ def test_the_keys_are_checked_and_an_old_clip_eps_is_read_again():
         load_config(None, ["posttrain.ppo_epochs=0"])
     with pytest.raises(InputError, match="clip_eps"):
         load_config(None, ["posttrain.clip_eps=0"])
-    assert migrate_retired({"posttrain": {"clip_eps": 0.3}}) == {"posttrain": {"clip_eps": 0.3}}
+    assert migrate_old_keys({"posttrain": {"clip_eps": 0.3}}) == {"posttrain": {"clip_eps": 0.3}}
     assert set(get_method("ppo").knobs) >= {"ppo_epochs", "clip_eps", "kl_coef", "k_samples"}

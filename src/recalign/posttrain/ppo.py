@@ -82,6 +82,7 @@ class Rollout:
     samples: Tensor  # item tokens drawn from π_old
     logp_old: Tensor  # log π_old of the samples (the sampling policy)
     logp_ref: Tensor  # log π_0 of the samples
+    ref_logp: Tensor  # `[M, N+1]` log π_0 of the catalog at the contexts (for the exact KL; π_0 is frozen)
     adv: Tensor  # group-normalised advantages of the KL-penalised rewards
     rm_reward: Tensor  # the reward model's scores
     rewards: Tensor  # the KL-penalised rewards
@@ -150,22 +151,20 @@ class PPO(Method):
             rm = self.ctx.reward_model
             rm_reward = rm.score(rm.encode(batch.items, batch.timestamps)[sel], samples).float()
             rewards = kl_penalized_reward(rm_reward, logp_old, logp_ref, self.pt.kl_coef)
-            ro = Rollout(batch, samples, logp_old, logp_ref, group_advantages(rewards), rm_reward, rewards)
+            ro = Rollout(batch, samples, logp_old, logp_ref, ref_logp, group_advantages(rewards), rm_reward, rewards)
         if self._epochs > 1:
             self._slots[slot] = ro
-        return self._update(logp, ref_logp, ro)
+        return self._update(logp, ro)
 
     def _replay(self, model, ro: Rollout):
         """A further update on a kept rollout, with the current parameters."""
         sel = ro.batch.targets > 0
         logp = model.log_probs(model.encode(ro.batch.items, ro.batch.timestamps)[sel])
-        with torch.no_grad():
-            ref_logp = self._ref_logp(ro.batch, sel)
-        return self._update(logp, ref_logp, ro)
+        return self._update(logp, ro)
 
-    def _update(self, logp: Tensor, ref_logp: Tensor, ro: Rollout) -> tuple[Tensor, dict[str, Any]]:
+    def _update(self, logp: Tensor, ro: Rollout) -> tuple[Tensor, dict[str, Any]]:
         with torch.no_grad():
-            kl = exact_kl(logp.detach(), ref_logp)  # exact KL(π_θ ‖ π_0) at the scored positions
+            kl = exact_kl(logp.detach(), ro.ref_logp)  # exact KL(π_θ ‖ π_0) at the scored positions
         loss, diag = ppo_loss(logp.gather(1, ro.samples), ro.logp_old, ro.adv, clip_eps=self.pt.clip_eps)
         diag.update({"rm_reward": ro.rm_reward.mean(), "reward": ro.rewards.mean(), "kl": kl,
                      "kl_sample": (ro.logp_old - ro.logp_ref).mean()})

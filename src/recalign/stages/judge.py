@@ -41,7 +41,7 @@ from recalign.models.reward_model import (
     prediction_errors,
     reference_predictors,
 )
-from recalign.stages.reward_model import train_reward_model
+from recalign.stages.reward_model import load_reward_model, train_reward_model
 from recalign.train import checkpoint as ckpt
 from recalign.train.runfolder import read_state
 
@@ -78,7 +78,7 @@ def _seq_judges(cfg: RunConfig, data: Prepared, out_dir: Path, k: int, verbose: 
     for j in range(k):
         run = out_dir / f"judge{j}"
         if read_state(run).get("trained"):
-            judges.append(_load_judge(cfg, jdata, run))
+            judges.append(load_reward_model(run, jdata))
             continue
         rm, _ = train_reward_model(_judge_cfg(cfg, j, verbose), jdata, run, validate=False,
                                    extra_state={"role": "judge"})
@@ -92,13 +92,6 @@ def _judge_cfg(cfg: RunConfig, j: int, verbose: bool = False) -> RunConfig:
     tcfg = dataclasses.replace(cfg.train, seed=cfg.train.seed + JUDGE_SEED_OFFSET + j, epochs=cfg.eval.judge_epochs,
                                max_steps=0, progress=cfg.train.progress and verbose)
     return dataclasses.replace(cfg, train=tcfg)
-
-
-def _load_judge(cfg: RunConfig, jdata: Prepared, run: Path) -> RewardModel:
-    rewards = jdata.inter.reward[jdata.split.train_rows()]
-    rm = RewardModel(cfg.model, jdata.inter.n_items, binary=is_binary(rewards))
-    ckpt.load_model_weights(rm, run / "model.safetensors")
-    return rm.eval()
 
 
 def _mf_judge(cfg: RunConfig, data: Prepared, folder: Path, j: int) -> MatrixFactorization:

@@ -23,6 +23,7 @@ from recalign import configlib, distributed
 from recalign.config import RunConfig
 from recalign.data.prepared import Prepared, prepare
 from recalign.errors import InputError
+from recalign.eval.judge import SeqJudge, judge_targets
 from recalign.models.recommender import Recommender
 from recalign.models.reward_model import (
     RewardModel,
@@ -96,25 +97,14 @@ def train_reward_model(cfg: RunConfig, data: Prepared, out_dir: str | Path, init
 
 
 def _predictions(rm: RewardModel, data: Prepared, which: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted and observed rewards of the held-out `which` targets."""
+    """Predicted and observed rewards of the held-out `which` targets (the judges' scoring of a
+    target's own item, `eval.judge.judge_targets`)."""
     targets = data.split.targets(which)
-    device = next(rm.parameters()).device
-    preds, obs = [], []
     was_training = rm.training
     rm.eval()
-    with torch.no_grad():
-        for lo in range(0, len(targets), batch_size):
-            idx = np.arange(lo, min(len(targets), lo + batch_size))
-            items, ts = data.seq.context_batch(targets, idx)
-            tgt, rew = data.seq.target_tokens(targets, idx)
-            h = rm.last_hidden(items.to(device), ts.to(device))
-            preds.append(rm.score(h, tgt.to(device).unsqueeze(1)).squeeze(1).float().cpu().numpy())
-            obs.append(rew.numpy())
-    if was_training:
-        rm.train()
-    if not preds:
-        return np.zeros(0), np.zeros(0)
-    return np.concatenate(preds), np.concatenate(obs)
+    pred = judge_targets(SeqJudge(rm), data.seq, targets, batch_size)
+    rm.train(was_training)
+    return pred, data.inter.reward[targets.target_row].astype(np.float32)
 
 
 def reward_model_diagnostics(rm: RewardModel, data: Prepared, batch_size: int = 512) -> dict[str, Any]:

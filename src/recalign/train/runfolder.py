@@ -20,11 +20,9 @@ from recalign.data.schema import Interactions
 from recalign.errors import InputError
 from recalign.train import checkpoint as ckpt
 
-# What older versions wrote into config.toml and this one reads differently: retired keys are
-# dropped; a split key's value is copied to its new key when that is absent.
-# (`posttrain.clip_eps` was retired while ppo made one update per rollout and is back with
-# `posttrain.ppo_epochs`: an old folder's value is read again; it binds only with ppo_epochs > 1)
-RETIRED_KEYS: tuple[str, ...] = ()
+# What older versions wrote into config.toml and this one reads differently: a split key's value
+# is copied to its new key when that is absent. (`posttrain.clip_eps`, briefly retired while ppo
+# made one update per rollout, is back with `posttrain.ppo_epochs`: an old folder's value is read.)
 SPLIT_KEYS = {"posttrain.beta": "posttrain.kl_coef"}  # beta was dpo's temperature and ppo's KL coefficient
 
 
@@ -69,20 +67,16 @@ def read_config(run_dir: str | Path) -> RunConfig:
     path = run_dir / "config.toml"
     if not path.is_file():
         raise InputError("not a recalign run folder (config.toml missing)", path=run_dir)
-    return config_from_dict(migrate_retired(configlib.load_toml(path)))
+    return config_from_dict(migrate_old_keys(configlib.load_toml(path)))
 
 
-def migrate_retired(values: dict[str, Any]) -> dict[str, Any]:
-    """A nested config dict from an older run folder, in today's keys (`RETIRED_KEYS`,
-    `SPLIT_KEYS`)."""
+def migrate_old_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """A nested config dict from an older run folder, in today's keys (`SPLIT_KEYS`)."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
     for old, new in SPLIT_KEYS.items():
         (s_old, k_old), (s_new, k_new) = old.split("."), new.split(".")
         if k_old in out.get(s_old, {}):
             out.setdefault(s_new, {}).setdefault(k_new, out[s_old][k_old])
-    for key in RETIRED_KEYS:
-        section, name = key.split(".")
-        out.get(section, {}).pop(name, None)
     return out
 
 
