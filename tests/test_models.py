@@ -179,3 +179,54 @@ def test_a_few_steps_reduce_loss_on_repeating_sequences(name):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+REFERENCE = dict(abs_pos=True, inner_dropout=True, proj_bias=False, rab_init_std=0.02)
+
+
+@pytest.mark.parametrize("with_time", [False, True])
+def test_hstu_reference_variant_is_causal_padding_invariant_and_finite(with_time):
+    """The reference code's choices (absolute positions, inner dropout, bias-free projections,
+    random relative biases) keep the properties every backbone must have."""
+    m = model("hstu", **REFERENCE)
+    assert m.pos_emb is not None and all(layer.f1.bias is None and layer.f2.bias is None for layer in m.layers)
+    seq = [4, 8, 15, 16, 2]
+    short, long = left_pad([seq], 8), left_pad([seq], 15)
+    h_short = m(short, times_for(short) if with_time else None)
+    h_long = m(long, times_for(long) if with_time else None)
+    torch.testing.assert_close(h_short[:, -5:], h_long[:, -5:], rtol=1e-5, atol=1e-5)
+    items = left_pad([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3]], 12)
+    changed = items.clone()
+    changed[0, 7] = 17
+    torch.testing.assert_close(m(items)[:, :7], m(changed)[:, :7], rtol=0, atol=1e-6)
+    m.train()
+    h = m(left_pad([[], [7], list(range(1, 13))], 12))
+    assert torch.isfinite(h).all()
+
+
+def test_hstu_rab_init_std():
+    torch.manual_seed(0)
+    zero = build_backbone(tiny("hstu"), N_ITEMS)
+    rand = build_backbone(tiny("hstu", rab_init_std=0.02), N_ITEMS)
+    assert torch.all(zero.layers[0].rab.pos == 0)
+    assert 0.005 < rand.layers[0].rab.pos.std().item() < 0.05
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cosine_scoring_normalises_states_and_items(name):
+    from recalign.models.recommender import Recommender
+
+    torch.manual_seed(0)
+    rec = Recommender(tiny(name, score="cosine", temperature=0.05), N_ITEMS)
+    items = left_pad([[3, 1, 4], [5, 9, 2, 6, 5]], 8)
+    h = rec.encode(items)
+    real = items > 0
+    torch.testing.assert_close(h.norm(dim=-1)[real], torch.ones(int(real.sum())), rtol=0, atol=1e-5)
+    w = rec.item_weight
+    assert torch.all(w[0] == 0)
+    torch.testing.assert_close(w[1:].norm(dim=-1), torch.ones(N_ITEMS), rtol=0, atol=1e-5)
+    logits = rec.logits(h[:, -1])
+    assert logits[:, 1:].abs().max() <= 1 / 0.05 + 1e-4 and torch.isinf(logits[:, 0]).all()
+    assert rec.item_table is rec.backbone.item_emb.weight  # the parameter, unnormalised
+    with pytest.raises(InputError, match="model.score = dot"):
+        Recommender(tiny(name, score="cosine", head="sampled"), N_ITEMS).set_sparse_item_grad(True)

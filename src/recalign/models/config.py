@@ -29,8 +29,19 @@ class ModelConfig:
     in_batch_negatives: int = field(-1, "sampled head: batch targets used as negatives: -1 = all (memory grows with "
                                         "the square of the batch's targets), 0 = none, S = a random S of them")
     negatives: Literal["uniform", "popularity"] = field("uniform", "sampled head: proposal for the shared negatives (logQ-corrected)")
+    score: Literal["dot", "cosine"] = field("dot", "how a state scores an item: dot = raw dot product with the tied "
+                                                  "item vector; cosine = both L2-normalised (the HSTU reference code's "
+                                                  "SASRec and HSTU; use with a temperature such as 0.05)")
     temperature: float = field(1.0, "logits are divided by this temperature")
     time_buckets: int = field(64, "hstu: log-scaled buckets of the time gap for the relative time bias")
+    abs_pos: bool = field(False, "hstu: add a learned absolute position embedding to the input, beside the "
+                                 "relative bias (the reference code does; sasrec always has one)")
+    inner_dropout: bool = field(False, "hstu: dropout before the output projection, x + f2(drop(LN(AV) * U)) "
+                                       "(the reference code), instead of on its output")
+    proj_bias: bool = field(True, "hstu: biases on the f1/f2 projections (off = the reference code: no bias, "
+                                  "weights N(0, 0.02²))")
+    rab_init_std: float = field(0.0, "hstu: std of the normal initialisation of the relative biases "
+                                     "(0 = zeros; the reference code: 0.02)")
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.heads <= 0 or self.dim % self.heads:

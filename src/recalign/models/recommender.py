@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recalign.errors import InputError
@@ -24,13 +25,23 @@ class SequenceEncoder(nn.Module):
         self.backbone = build_backbone(cfg, n_items)
 
     @property
-    def item_weight(self) -> torch.Tensor:
-        """Item embeddings `[N + 1, D]` (row 0 = padding, never a candidate)."""
+    def item_table(self) -> torch.nn.Parameter:
+        """The item embedding parameter `[N + 1, D]` (the input table; row 0 = padding)."""
         return self.backbone.item_emb.weight
 
+    @property
+    def item_weight(self) -> torch.Tensor:
+        """Item vectors that states are scored against, `[N + 1, D]` (row 0 = padding, never a
+        candidate): the input table itself (`model.score = dot`) or its rows L2-normalised
+        (`cosine`; the padding row stays zero)."""
+        table = self.backbone.item_emb.weight
+        return F.normalize(table, dim=-1) if self.cfg.score == "cosine" else table
+
     def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
-        """`[B, L] long` tokens (left-padded) -> hidden states `[B, L, D] float`."""
-        return self.backbone.encode(items, timestamps)
+        """`[B, L] long` tokens (left-padded) -> hidden states `[B, L, D] float` (L2-normalised
+        when `model.score = cosine`, so that `state · item_weight` is a cosine)."""
+        hidden = self.backbone.encode(items, timestamps)
+        return F.normalize(hidden, dim=-1) if self.cfg.score == "cosine" else hidden
 
     def last_hidden(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
         """The state that scores the next item: hidden at the last position, `[B, D]`."""
@@ -67,6 +78,9 @@ class Recommender(SequenceEncoder):
         if on and not isinstance(self.head, SampledSoftmaxHead):
             raise InputError("train.optimizer = sparse_adam needs model.head = sampled: the full softmax scores every "
                              "item, so the item table's gradient is dense anyway (use train.optimizer = adamw)")
+        if on and self.cfg.score == "cosine":
+            raise InputError("train.optimizer = sparse_adam needs model.score = dot: cosine scoring normalises the "
+                             "whole item table, so its gradient is not a sparse lookup")
         self.backbone.item_emb.sparse = on
         if isinstance(self.head, SampledSoftmaxHead):
             self.head.sparse_grad = on

@@ -35,7 +35,7 @@ def make_optimizers(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
         raise InputError(f"train.optimizer = sparse_adam is for policies with model.head = sampled; "
                          f"{type(model).__name__} scores items densely (use train.optimizer = adamw)")
     model.set_sparse_item_grad(True)
-    table = model.item_weight
+    table = model.item_table
     dense = [p for p in model.parameters() if p is not table]
     return [torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"),
             torch.optim.SparseAdam([table], lr=cfg.lr)]
