@@ -361,7 +361,9 @@ def _frontier_panel(ax, points: dict[str, list[dict[str, Any]]], selected: dict[
                        lw=0.7 if filled else 1.5, label=label)
     for b in bands:
         ax.axvline(b, color="black", ls=":", lw=0.7)
-    ax.set_xscale("symlog", linthresh=1e-3)
+    positive = [p["kl"] for pts in points.values() for p in pts if p["kl"] > 0]
+    # linear below the smallest positive KL's decade (1e-6 to 1e-2), logarithmic above: tiny KLs stay apart
+    ax.set_xscale("symlog", linthresh=10.0 ** min(-2, max(-6, math.floor(math.log10(min(positive, default=1e-3))))))
     ax.set_xlim(left=0)
     ax.set_xlabel("KL(π ‖ π0) on the test contexts (exact; symlog)")
     ax.grid(alpha=0.3)
@@ -375,7 +377,7 @@ def plot_frontier(per_seed: list[dict[str, Any]], path: str | Path, metric: str,
     [rule]`); dotted lines at the KL band edges `bands`."""
     plt = _plt()
     n = len(per_seed)
-    fig, axes = plt.subplots(1, n, figsize=(max(7.5, 4.6 * n), 5.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, n, figsize=(max(7.5, 4.6 * n), 5.2), squeeze=False)  # each seed: its own world
     for s, (ax, seed) in enumerate(zip(axes[0], per_seed)):
         _frontier_panel(ax, seed["points"], seed.get("selected", {}), bands, first=s == 0)
         ax.set_title(f"seed {s}" if n > 1 else "", fontsize=9)
