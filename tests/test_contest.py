@@ -15,6 +15,7 @@ from recalign.errors import InputError
 from recalign.experiments.contest import (
     BASELINE,
     choose,
+    frontier_bands,
     load_grid,
     method_result,
     point_label,
@@ -64,6 +65,26 @@ def test_selection_is_blind_to_test_values():
     hands `select` the validation sub-dicts and the steps only."""
     for metric in ("high/ndcg@10", "true_value"):
         assert choose(_records(1.0), metric) == choose(_records(-1e9), metric) == (1, 1)
+
+
+def test_frontier_bands_name_the_best_two_with_a_seed_interval():
+    """Two seeds; band edges 0.05, 0.2, 1, ∞. Heights at the edge 0.05: a = 1.0 and 1.2, b = 0.5
+    and 0.9 (gap 0.5, 0.3); at 0.2 and beyond b's point at KL 0.1 (2.0, 1.9) leads: gap 1.0, 0.7."""
+    def seed(a_pts, b_pts):
+        return {"methods": {"a": {"points": [{"kl": k, "value": v} for k, v in a_pts]},
+                            "b": {"points": [{"kl": k, "value": v} for k, v in b_pts]}}}
+
+    per_seed = [seed([(0.0, 1.0), (0.5, 1.1)], [(0.0, 0.5), (0.1, 2.0)]),
+                seed([(0.01, 1.2)], [(0.0, 0.9), (0.1, 1.9)])]
+    bands = frontier_bands(per_seed, ["a", "b"])
+    assert [b["band"] for b in bands] == ["[0, 0.05)", "[0.05, 0.2)", "[0.2, 1)", "[1, ∞)"]
+    first, second = bands[0], bands[1]
+    assert (first["best"], first["second"]) == ("a", "b") and first["heights"] == pytest.approx({"a": 1.1, "b": 0.7})
+    assert first["gap"]["per_seed"] == pytest.approx([0.5, 0.3]) and first["gap"]["interval"] == "t over seed means (n=2)"
+    assert (second["best"], second["second"]) == ("b", "a")
+    assert second["gap"]["per_seed"] == pytest.approx([1.0, 0.7]) and second["gap"]["lo"] < 0.85 < second["gap"]["hi"]
+    one = frontier_bands(per_seed[:1], ["a", "b"])[0]["gap"]
+    assert one["interval"] == "one seed: no interval"
 
 
 def test_grids_file_equal_budgets():

@@ -266,6 +266,9 @@ def contest_seed(cfg: RunConfig, out: str | Path, methods: Sequence[str], grid: 
     metric = primary_metric(scfg)
     rules = [r for r in RULES if r == "practical" or data.simulator is not None]
     high = np.asarray(res["high"], dtype=bool)
+    if metric == "high/ndcg@10" and not high.any():
+        raise InputError(f"no test target of {scfg.data.name} reaches data.high_reward = {scfg.data.high_reward}: the "
+                         "test value high/ndcg@10 is undefined; lower it with --set data.high_reward=...")
     return {"metric": metric, "rules": rules, "checkpoint_every": every,
             "methods": {m: method_result(m, grid, res["runs"], metric, rules, high) for m in methods}}
 
