@@ -113,6 +113,10 @@ class PostTrainConfig:
     trace_every: int = field(0, "every N steps, trace the policy on validation contexts (true value on the "
                                 "simulator, the reward model's score of its top-10) into trace.jsonl; 0 = off", check=NON_NEGATIVE)
     trace_users: int = field(500, "validation users the trace evaluates (a fixed random subset)", check=AT_LEAST_ONE)
+    checkpoint_every: int = field(0, "every N optimizer steps (and at step 0 and at the end), evaluate the policy on the "
+                                     "whole validation split and on the test split (metrics kept apart) into "
+                                     "checkpoints.jsonl, with per-user test values in checkpoints/step-N.npz; "
+                                     "candidates for `recalign contest`'s selection; 0 = off", check=NON_NEGATIVE)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The experiment subcommands (demo, sweep, reproduce) and the `theory` calculator."""
+"""The experiment subcommands (demo, sweep, contest, reproduce) and the `theory` calculator."""
 
 from __future__ import annotations
 
@@ -69,6 +69,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_contest(args: argparse.Namespace) -> int:
+    import os
+
+    from recalign import configlib
+    from recalign.experiments.contest import contest_markdown, run_contest
+    from recalign.experiments.presets import preset_config
+
+    out = Path(out_dir(args, "recalign-contest-"))
+    dataset = args.dataset or "sim"
+    cfg = preset_config(dataset, args.quick, args.overrides, args.data_dir, args.config, world=args.world)
+    epochs = configlib.parse_overrides(args.overrides).get("posttrain", {}).get("epochs")  # --set wins over the grid
+    grid = args.grid or ("quick" if args.quick else "full")
+    res = run_contest(cfg, out, csv(args.methods), grid=grid, seeds=args.seeds,
+                      jobs=args.jobs or (os.cpu_count() or 1), epochs=epochs)
+    if args.json:
+        print_json({k: v for k, v in res.items() if k != "config"})
+    else:
+        sys.stdout.write(contest_markdown(res) + f"\ncontest.md, contest.json and frontier.png are in {out} "
+                         f"({res['seconds'] / 60:.1f} min)\n")
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from recalign.experiments.presets import world_overrides
     from recalign.experiments.reproduce import (
@@ -130,6 +152,7 @@ WORLD_HELP = ("named simulator world, configs/worlds/NAME.toml (clean, ratings, 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_demo(sub)
     _add_sweep(sub)
+    _add_contest(sub)
     _add_reproduce(sub)
     _add_theory(sub)
 
@@ -166,6 +189,27 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     add_json_arg(p, "print the summary (as in results.json) as one JSON object on stdout")
     p.set_defaults(func=cmd_sweep)
+
+
+def _add_contest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("contest", help="methods at equal tuning budgets, selected on validation only, with a "
+                       "reward-KL frontier (contest.json, contest.md, frontier.png)")
+    p.add_argument("--data", dest="dataset", help="dataset name or file path (default: sim); its preset applies first")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p.add_argument("--methods", default="sft,linear_sft,exp_sft,ppo,dpo",
+                   help="comma-separated methods with a grid in configs/contest/grids.toml (default "
+                   "sft,linear_sft,exp_sft,ppo,dpo; sft, the baseline of every delta, is always added)")
+    p.add_argument("--grid", choices=("full", "quick"), help="the grid of configs/contest/grids.toml (default: quick "
+                   "with --quick, else full)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds (each: new simulated world, new π0 and reward model; "
+                   "default 3)")
+    p.add_argument("--jobs", type=int, default=0, help="seeds run in parallel processes (default: one per CPU core)")
+    p.add_argument("--quick", action="store_true", help="the preset's quick variant and the quick grid (smoke test)")
+    p.add_argument("--world", metavar="NAME", help=WORLD_HELP + " (the dataset must be sim)")
+    p.add_argument("--out", help="output folder (default: a new temp folder)")
+    add_config_args(p)
+    add_json_arg(p, "print the results (as in contest.json, without the config) as one JSON object on stdout")
+    p.set_defaults(func=cmd_contest)
 
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:

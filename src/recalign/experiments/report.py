@@ -1,4 +1,4 @@
-"""Figures (matplotlib, PNG) and markdown tables for `sweep`, `reproduce` and `demo`.
+"""Figures (matplotlib, PNG) and markdown tables for `sweep`, `reproduce`, `demo` and `contest`.
 
 Every figure is drawn from the JSON-able summaries of `summary.py`/`sweep.py` (plus the
 `trace.jsonl` files of traced runs), so a report can be redrawn from `results.json`. Every line
@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from recalign.experiments.summary import fmt_ess, fmt_interval, interval_phrase
+from recalign.experiments.summary import fmt_ess, fmt_interval, interval_phrase, upper_frontier
 
 METRIC_NAMES = {"true_value": "true value of the top-10 (oracle)", "ndcg@10": "NDCG@10",
                 "high/ndcg@10": "NDCG@10 on high-reward targets", "judge_value": "judge ensemble's reward of the top-10"}
 COLORS = {"sft": "#555555", "linear_sft": "#1f77b4", "exp_sft": "#d62728", "ppo": "#2ca02c", "dpo": "#9467bd",
-          "pretrained": "#aaaaaa"}
+          "pretrained": "#aaaaaa", "filtered_sft": "#ff7f0e", "ipo": "#8c564b"}
 
 
 def _plt():
@@ -334,3 +334,57 @@ def sweep_markdown(summary: dict[str, Any], digits: int = 4) -> str:
                 cells.append(fmt_ess(p.get("ess")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _frontier_panel(ax, points: dict[str, list[dict[str, Any]]], selected: dict[str, dict[str, dict[str, Any]]],
+                    bands: list[float], first: bool) -> None:
+    """One seed: every (KL, value) point of every method, each method's upper frontier as a
+    step line, the selected checkpoints marked (one marker per rule), the band edges dotted."""
+    # (marker, size, filled, legend): the oracle's hollow diamond stays visible around a star on the same point
+    markers = {"practical": ("*", 110, True, "selected by the practical rule (validation high NDCG@10)"),
+               "oracle": ("D", 120, False, "selected by the oracle rule (validation true value)")}
+    for i, (name, pts) in enumerate(points.items()):
+        c = _color(name, i)
+        ax.scatter([p["kl"] for p in pts], [p["value"] for p in pts], s=16, color=c, alpha=0.6, lw=0, zorder=3,
+                   label="one checkpoint of one grid point" if first and i == 0 else None)
+        front = upper_frontier([(p["kl"], p["value"]) for p in pts])
+        xs = [f[0] for f in front] + [max(p["kl"] for p in pts)]
+        ax.step(xs, [f[1] for f in front] + [front[-1][1]], where="post", color=c, lw=1.6, label=name if first else None)
+        for rule, sel in selected.get(name, {}).items():
+            m, size, filled, _ = markers.get(rule, ("o", 60, True, rule))
+            hit = [p for p in pts if p["label"] == sel["label"] and p["step"] == sel["step"]]
+            ax.scatter([p["kl"] for p in hit], [p["value"] for p in hit], marker=m, s=size, zorder=5 if filled else 4,
+                       facecolor=c if filled else "none", edgecolor="black" if filled else c, lw=0.7 if filled else 1.8)
+    for rule, (m, size, filled, label) in markers.items():  # legend entries in a neutral colour
+        if first and any(rule in sel for sel in selected.values()):
+            ax.scatter([], [], marker=m, s=size, facecolor="#bbbbbb" if filled else "none", edgecolor="black",
+                       lw=0.7 if filled else 1.5, label=label)
+    for b in bands:
+        ax.axvline(b, color="black", ls=":", lw=0.7)
+    positive = [p["kl"] for pts in points.values() for p in pts if p["kl"] > 0]
+    # linear below the smallest positive KL's decade (1e-6 to 1e-2), logarithmic above: tiny KLs stay apart
+    ax.set_xscale("symlog", linthresh=10.0 ** min(-2, max(-6, math.floor(math.log10(min(positive, default=1e-3))))))
+    ax.set_xlim(left=0)
+    ax.set_xlabel("KL(π ‖ π0) on the test contexts (exact; symlog)")
+    ax.grid(alpha=0.3)
+
+
+def plot_frontier(per_seed: list[dict[str, Any]], path: str | Path, metric: str, bands: list[float],
+                  title: str = "") -> Path:
+    """The reward–KL frontier: one panel per seed (each a new world); in each, every point
+    `{label, step, kl, value}` of `per_seed[s]["points"][method]`, every method's monotone upper
+    envelope over KL (a step line) and its selected checkpoints (`per_seed[s]["selected"][method]
+    [rule]`); dotted lines at the KL band edges `bands`."""
+    plt = _plt()
+    n = len(per_seed)
+    fig, axes = plt.subplots(1, n, figsize=(max(7.5, 4.6 * n), 5.2), squeeze=False)  # each seed: its own world
+    for s, (ax, seed) in enumerate(zip(axes[0], per_seed)):
+        _frontier_panel(ax, seed["points"], seed.get("selected", {}), bands, first=s == 0)
+        ax.set_title(f"seed {s}" if n > 1 else "", fontsize=9)
+    axes[0][0].set_ylabel(f"test {METRIC_NAMES.get(metric, metric)}")
+    caption = ("Each dot: one checkpoint of one grid point, its test value against its exact KL from π0 on the test "
+               "contexts; lines: each method's upper frontier (the best value reached at that KL or less); large "
+               "markers: the checkpoints selected on validation; dotted: the KL band edges of contest.md. No "
+               "intervals here (one panel per seed; the band gaps in contest.md carry them).")
+    return _finish(fig, path, title or f"Reward–KL frontier: test {METRIC_NAMES.get(metric, metric)} against KL",
+                   caption, legend_of=axes[0][0])

@@ -15,12 +15,14 @@ A per-seed result is what `compare.compare_methods` returns: per-user arrays for
 
 `verdict(interval, direction)` reads a claim off an interval (never off a point estimate), and
 `seed_interval` gives the interval of any per-seed quantity (e.g. the difference of two methods'
-changes, paired by seed).
+changes, paired by seed). `upper_frontier` is the reward–KL frontier of a set of (KL, value)
+points, `frontier_height` its height at a KL budget.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -123,6 +125,23 @@ def verdict(interval: dict[str, float] | None, direction: str = "positive") -> s
         return "contradicted"
     return "inconclusive"
 
+
+
+def upper_frontier(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The monotone upper envelope over KL of `(kl, value)` points: the points no other point
+    beats with a KL as small or smaller, sorted by KL (values strictly rising). Its height at
+    KL x is the best value of the points with KL ≤ x."""
+    out: list[tuple[float, float]] = []
+    for kl, v in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not out or v > out[-1][1]:
+            out.append((float(kl), float(v)))
+    return out
+
+
+def frontier_height(points: Sequence[tuple[float, float]], below: float) -> float | None:
+    """The best value among the points with KL < `below` (None when there is none)."""
+    vals = [v for kl, v in points if kl < below]
+    return max(vals) if vals else None
 
 
 def normalised_values(seeds: list[dict[str, Any]], label: str) -> list[float] | None:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 BUILTIN_MODULES = ("sft", "asft", "dpo", "ppo", "cql", "ips")
 # `posttrain.*` keys every method reads (the stage and the loop read them for it)
-COMMON_KNOBS = ("method", "epochs", "lr", "batch_size", "trace_every", "trace_users")
+COMMON_KNOBS = ("method", "epochs", "lr", "batch_size", "trace_every", "trace_users", "checkpoint_every")
 
 
 @dataclass

@@ -5,7 +5,9 @@
 weights), builds the method from the registry, gives it a frozen copy of π_0 and, when it needs
 one, a reward model (given, or trained here by `stages/reward_model.py` under
 `out_dir/reward_model/`), then runs the one training loop for `posttrain.epochs` epochs at
-`posttrain.lr` and keeps the final policy (a fixed budget: no model selection). The run folder
+`posttrain.lr` and keeps the final policy (a fixed budget: no model selection). With
+`posttrain.checkpoint_every`, the policy along the way is evaluated on the validation and the test
+splits, kept apart (`checkpoints.jsonl`: the candidates of `recalign contest`'s selection). The run folder
 has the layout of a pretraining run, so `recalign evaluate`, `recommend` and a further
 `posttrain` read it the same way.
 """
@@ -13,6 +15,7 @@ has the layout of a pretraining run, so `recalign evaluate`, `recommend` and a f
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -28,7 +31,7 @@ from recalign import configlib, distributed
 from recalign.config import RunConfig, TrainConfig
 from recalign.data.prepared import Prepared
 from recalign.errors import InputError
-from recalign.eval.distance import distance_metrics
+from recalign.eval.distance import distance_metrics, whole_policy
 from recalign.eval.evaluate import evaluate_targets
 from recalign.eval.judge import judge_topk
 from recalign.models.recommender import Recommender
@@ -113,13 +116,19 @@ def posttrain_train_config(cfg: RunConfig, n_windows: int) -> TrainConfig:
     of at most 10% of the planned steps (the policy starts trained; a long warmup would waste
     the budget). `max_steps`, clipping, device and seed come from `train.*`."""
     pt, tr = cfg.posttrain, cfg.train
-    bs = pt.batch_size or tr.batch_size
-    global_bs = bs * distributed.world_size()  # under torchrun each process takes bs windows per step
-    steps = max(1, math.ceil(math.ceil(n_windows / global_bs) / tr.grad_accum) * pt.epochs)
-    if tr.max_steps > 0:
-        steps = min(steps, tr.max_steps)
-    return dataclasses.replace(tr, epochs=pt.epochs, lr=pt.lr, batch_size=bs,
+    steps = planned_steps(cfg, n_windows)
+    return dataclasses.replace(tr, epochs=pt.epochs, lr=pt.lr, batch_size=pt.batch_size or tr.batch_size,
                                warmup_steps=min(tr.warmup_steps, steps // 10))
+
+
+def planned_steps(cfg: RunConfig, n_windows: int) -> int:
+    """The optimizer steps post-training plans over `n_windows` training windows:
+    `posttrain.epochs` × the steps of one epoch (batches of `posttrain.batch_size`, 0 =
+    `train.batch_size`, in every process, `train.grad_accum` per step), at most `train.max_steps`."""
+    pt, tr = cfg.posttrain, cfg.train
+    global_bs = (pt.batch_size or tr.batch_size) * distributed.world_size()  # torchrun: bs windows per process
+    steps = max(1, math.ceil(math.ceil(n_windows / global_bs) / tr.grad_accum) * pt.epochs)
+    return min(steps, tr.max_steps) if tr.max_steps > 0 else steps
 
 
 def _check_folders(init_run: Path, out_dir: Path, resume: bool) -> dict[str, Any]:
@@ -192,14 +201,13 @@ def posttrain(init_run: str | Path, method: str | None, out_dir: str | Path, ove
               file=sys.stderr)
 
     model.train()
-    on_step = (make_trace(run_cfg, data, model, None if rm is None else rm.model, out_dir)
-               if cfg.posttrain.trace_every > 0 else None)
-    if on_step is not None and not resume:
-        on_step(0)
+    probes = start_probes(run_cfg, data, model, None if rm is None else rm.model, ctx.reference, out_dir, resume)
     res, test = train_and_test(run_cfg, data, model, meth, out_dir, resume=resume, train_cfg=tcfg,
-                               select_metric=None, on_step=on_step)
+                               select_metric=None, on_step=chain_probes(probes))
     # beside every value, the distance moved from π0 (and the whole distribution's true value)
     test.update(distance_metrics(model, ctx.reference, data.seq, data.split.test, cfg.eval, data.simulator))
+    for p in probes:
+        p.finish(res.steps)  # the final policy, where the last probe was before the end
     summary: dict[str, Any] = {
         "stage": "posttrain", "method": meth.name, "init": str(init_run),
         "reward_model": None if rm_path is None else str(rm_path),
@@ -253,31 +261,117 @@ def _reward_model(plan: Plan, rm_cfg: RunConfig, data: Prepared, model: Recommen
     return rm, path, diag
 
 
+class Probe:
+    """An `on_step` hook of the training loop: at step 0 and every `every` optimizer steps,
+    `record(step)` (a JSON-able dict, `step` included) is appended to the JSON-lines file
+    `path`; with `at_end`, `finish(step)` also records the final policy unless that step was
+    just recorded (without, `finish` does nothing)."""
+
+    def __init__(self, every: int, record: Callable[[int], dict[str, Any]], path: Path, at_end: bool = False):
+        self.every, self.record, self.path, self.at_end = every, record, path, at_end
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []  # a resumed run's
+        self.last: int | None = json.loads(lines[-1])["step"] if lines else None
+
+    def __call__(self, step: int) -> None:
+        if step % self.every == 0:
+            self._write(step)
+
+    def finish(self, step: int) -> None:
+        if self.at_end and self.last != step:
+            self._write(step)
+
+    def _write(self, step: int) -> None:
+        with torch.no_grad():
+            rec = self.record(step)
+        ckpt.append_jsonl(self.path, rec)
+        self.last = step
+
+
+def start_probes(cfg: RunConfig, data: Prepared, model: Recommender, rm: RewardModel | None,
+                 reference: Recommender, out_dir: Path, resume: bool) -> list[Probe]:
+    """The trace and the checkpoints a run asked for, each having probed step 0 (unless resumed)."""
+    probes = [p for p in (make_trace(cfg, data, model, rm, out_dir),
+                          make_checkpoints(cfg, data, model, reference, out_dir)) if p is not None]
+    for p in probes if not resume else ():
+        p(0)
+    return probes
+
+
+def chain_probes(probes: list[Probe]) -> Callable[[int], None] | None:
+    """One `on_step` hook running every probe in turn (None without probes)."""
+    if not probes:
+        return None
+
+    def on_step(step: int) -> None:
+        for p in probes:
+            p(step)
+
+    return on_step
+
+
 def make_trace(cfg: RunConfig, data: Prepared, model: Recommender, rm: RewardModel | None,
-               out_dir: Path) -> Callable[[int], None]:
-    """The probe behind `posttrain.trace_every`: every N optimizer steps (and at step 0), the
-    policy's top-10 on a fixed random subset of `posttrain.trace_users` validation contexts is
-    scored by the reward model the method trains against (`rm_value`, when it has one) and, on
-    the simulator, by the oracle (`true_value`); with NDCG@10 on the validation targets. One JSON
-    line per probe in `out_dir/trace.jsonl`. A rising `rm_value` with a falling `true_value` is
-    reward hacking."""
+               out_dir: Path) -> Probe | None:
+    """The probe behind `posttrain.trace_every` (None when it is 0): every N optimizer steps (and
+    at step 0), the policy's top-10 on a fixed random subset of
+    `posttrain.trace_users` validation contexts is scored by the reward model the method trains
+    against (`rm_value`, when it has one) and, on the simulator, by the oracle (`true_value`);
+    with NDCG@10 on the validation targets. One JSON line per probe in `out_dir/trace.jsonl`. A
+    rising `rm_value` with a falling `true_value` is reward hacking."""
+    every = cfg.posttrain.trace_every
+    if every <= 0:
+        return None
     valid = data.split.valid
     n = min(len(valid), cfg.posttrain.trace_users)
     keep = np.zeros(len(valid), dtype=bool)
     keep[np.random.default_rng(cfg.train.seed).choice(len(valid), n, replace=False)] = True
     targets = valid.subset(keep)
-    every = cfg.posttrain.trace_every
 
-    def probe(step: int) -> None:
-        if step % every:
-            return
-        with torch.no_grad():
-            m = evaluate_targets(model, data.seq, targets, cfg.eval, cfg.data.high_reward, data.simulator)
-            rec: dict[str, Any] = {"step": step, "users": n, "ndcg@10": m["ndcg@10"]}
-            if "true_value" in m:
-                rec["true_value"] = m["true_value"]
-            if rm is not None:
-                rec["rm_value"] = float(judge_topk([rm], model, data.seq, targets, cfg.eval)[0].mean())
-        ckpt.append_jsonl(out_dir / "trace.jsonl", rec)
+    def record(step: int) -> dict[str, Any]:
+        m = evaluate_targets(model, data.seq, targets, cfg.eval, cfg.data.high_reward, data.simulator)
+        rec: dict[str, Any] = {"step": step, "users": n, "ndcg@10": m["ndcg@10"]}
+        if "true_value" in m:
+            rec["true_value"] = m["true_value"]
+        if rm is not None:
+            rec["rm_value"] = float(judge_topk([rm], model, data.seq, targets, cfg.eval)[0].mean())
+        return rec
 
-    return probe
+    return Probe(every, record, out_dir / "trace.jsonl")
+
+
+VALID_KEYS = ("ndcg@10", "high/ndcg@10", "true_value")
+TEST_KEYS = ("true_value", "expected_value", "kl", "ndcg@10", "high/ndcg@10")
+
+
+def make_checkpoints(cfg: RunConfig, data: Prepared, model: Recommender, reference: Recommender,
+                     out_dir: Path) -> Probe | None:
+    """The probe behind `posttrain.checkpoint_every` (None when it is 0): every N optimizer steps,
+    at step 0 and at the end, one line in `out_dir/checkpoints.jsonl`: `{"step", "valid": {...},
+    "test": {...}}`, the two splits kept apart so that a selection can be handed the validation
+    metrics alone. `valid`: `ndcg@10`, `high/ndcg@10` (None when no validation target is high)
+    and, on the simulator, `true_value` (the oracle's value of the top-10), on the WHOLE
+    validation split. `test`: the same ranking metrics on the test split, `kl` (exact
+    KL(π ‖ π0), `eval/distance.py`) and, on the simulator, `true_value` and `expected_value`.
+    The per-user test values go to `out_dir/checkpoints/step-<step>.safetensors` (`ranks`, `kl`,
+    and on the simulator `true_value`, `expected_value`; in test-target order), for paired
+    intervals of whichever checkpoint is selected. Weights are not saved."""
+    every = cfg.posttrain.checkpoint_every
+    if every <= 0:
+        return None
+    folder = out_dir / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    seq, split, hr, sim = data.seq, data.split, cfg.data.high_reward, data.simulator
+
+    def record(step: int) -> dict[str, Any]:
+        valid = evaluate_targets(model, seq, split.valid, cfg.eval, hr, sim)
+        test = evaluate_targets(model, seq, split.test, cfg.eval, hr, sim, return_ranks=True)
+        per = whole_policy(model, seq, split.test, cfg.eval, reference=reference, simulator=sim)
+        arrays = {"ranks": test.pop("_ranks"), **per}
+        if "_true_values" in test:
+            arrays["true_value"] = test.pop("_true_values")
+        test.update({k: float(v.mean()) if v.size else float("nan") for k, v in per.items()})
+        ckpt.atomic_save_tensors(folder / f"step-{step}.safetensors",
+                                 {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
+        return {"step": step, "valid": {k: valid[k] for k in VALID_KEYS if k in valid},
+                "test": {k: test[k] for k in TEST_KEYS if k in test}}
+
+    return Probe(every, record, out_dir / "checkpoints.jsonl", at_end=True)
