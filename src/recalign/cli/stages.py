@@ -75,7 +75,7 @@ def _list_methods(as_json: bool) -> int:
 
 
 def cmd_reward_model(args: argparse.Namespace) -> int:
-    from recalign.stages.reward_model import reward_model_stage
+    from recalign.stages.reward_model import reward_model_stage, true_error_lines
 
     if (args.init is None) == (args.dataset is None):
         raise InputError("reward-model needs exactly one of --init RUN (a pretrained run) or --data DATASET")
@@ -98,6 +98,8 @@ def cmd_reward_model(args: argparse.Namespace) -> int:
             for metric, row in diag[which].items():
                 cells = "  ".join(f"{k} {v:.4f}" for k, v in row.items())
                 sys.stdout.write(f"  {which} {metric}: {cells}\n")
+        for line in true_error_lines(diag):  # the simulator only: error against r* by propensity decile
+            sys.stdout.write(f"  {line}\n")
     return 0
 
 

@@ -24,6 +24,7 @@ from recalign.config import RunConfig
 from recalign.data.prepared import Prepared, prepare
 from recalign.errors import InputError
 from recalign.eval.judge import SeqJudge, judge_targets
+from recalign.eval.rm_error import error_by_propensity
 from recalign.models.recommender import Recommender
 from recalign.models.reward_model import (
     RewardModel,
@@ -110,7 +111,9 @@ def _predictions(rm: RewardModel, data: Prepared, which: str, batch_size: int) -
 def reward_model_diagnostics(rm: RewardModel, data: Prepared, batch_size: int = 512) -> dict[str, Any]:
     """Error of `rm` on the validation and test targets next to the global-, user- and item-mean
     predictors (fitted on training rows only): `{split: {metric: {predictor: value}}}` with
-    metric `rmse` (and `log_loss` for binary rewards)."""
+    metric `rmse` (and `log_loss` for binary rewards). On the simulator also `true_reward_error`:
+    `{split: eval.rm_error.error_by_propensity}`, the error of the prediction against the true
+    reward r* of the held-out items, overall and by decile of their logging propensity."""
     inter, split = data.inter, data.split
     train = split.train_rows()
     out: dict[str, Any] = {"binary": rm.binary, "n_train_rows": int(train.sum())}
@@ -126,13 +129,29 @@ def reward_model_diagnostics(rm: RewardModel, data: Prepared, batch_size: int = 
             for metric, v in prediction_errors(p, obs, rm.binary).items():
                 table.setdefault(metric, {})[name] = v
         out[which] = table
+    if data.simulator is not None:
+        out["true_reward_error"] = {which: error_by_propensity(rm, data.simulator, data.seq, split.targets(which),
+                                                               batch_size=batch_size) for which in ("valid", "test")}
     return out
 
 
 def diagnostics_lines(diag: dict[str, Any]) -> list[str]:
     """`reward_model_diagnostics` as lines: `valid rmse: reward_model=0.91  global_mean=1.02 ...`."""
-    return [f"{which} {metric}: " + "  ".join(f"{k}={v:.4f}" for k, v in row.items())
-            for which in ("valid", "test") for metric, row in diag[which].items()]
+    lines = [f"{which} {metric}: " + "  ".join(f"{k}={v:.4f}" for k, v in row.items())
+             for which in ("valid", "test") for metric, row in diag[which].items()]
+    return lines + true_error_lines(diag)
+
+
+def true_error_lines(diag: dict[str, Any]) -> list[str]:
+    """`true_reward_error` (simulator only) as lines: per split, the RMSE and mean error against
+    r* overall and per propensity decile (1 = the rarest logged items)."""
+    out = []
+    for which, e in diag.get("true_reward_error", {}).items():
+        o = e["overall"]
+        deciles = " ".join(f"{d['rmse']:.2f}/{d['mean_error']:+.2f}" for d in e["by_propensity_decile"])
+        out.append(f"{which} error vs r* (rmse/mean): {o['rmse']:.4f}/{o['mean_error']:+.4f}; by propensity decile, "
+                   f"rarest first: {deciles}")
+    return out
 
 
 def load_reward_model(run_dir: str | Path, data: Prepared | None = None, device: str = "cpu") -> RewardModel:
