@@ -43,16 +43,19 @@ def queries_and_exclusions(model: Recommender, seq: SequenceData, targets: Targe
 
 @torch.no_grad()
 def evaluate_targets(model: Recommender, seq: SequenceData, targets: Targets, cfg: EvalConfig,
-                     high_reward: float, simulator: Any = None, return_ranks: bool = False) -> dict[str, Any]:
+                     high_reward: float, simulator: Any = None, return_ranks: bool = False,
+                     return_top10: bool = False) -> dict[str, Any]:
     """Metrics of `model` on `targets` (`hr@k`, `ndcg@k`, `mrr`, `high/...`, `rw_ndcg@k`; and
-    `true_value` when a simulator is given). With `return_ranks`, also `_ranks` (per-user array).
+    `true_value` when a simulator is given). With `return_ranks`, also `_ranks` (per-user array);
+    with `return_top10` and a simulator, also `_top10` (`[n_targets, 10]` item codes: the lists
+    `true_value` scores).
 
     Collective under torchrun: every rank must call it (with the same targets)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     weight = model.item_weight.float()
-    ranks, values = [], []
+    ranks, values, tops = [], [], []
     n = len(targets)
     # under torchrun each rank takes a contiguous run of whole user batches: the batches are the
     # ones a single process forms, so the ranks are bit-identical to a single-process evaluation
@@ -68,6 +71,7 @@ def evaluate_targets(model: Recommender, seq: SequenceData, targets: Targets, cf
             users = targets.users[idx]
             steps = targets.context_end[idx] - seq.split.offsets[users]  # interactions in the context
             values.append(simulator.policy_value(users, tokens.cpu().numpy() - 1, step=steps))
+            tops.append(tokens.cpu().numpy() - 1)
     r = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
     if distributed.is_distributed():
         r = distributed.all_gather_array(r.astype(np.int64))
@@ -84,6 +88,11 @@ def evaluate_targets(model: Recommender, seq: SequenceData, targets: Targets, cf
         out["true_value"] = float(per_user.mean()) if per_user.size else float("nan")
         if return_ranks:
             out["_true_values"] = per_user
+        if return_top10:
+            top = np.concatenate(tops).astype(np.int64) if tops else np.zeros((0, 10), dtype=np.int64)
+            if distributed.is_distributed():  # flattened: all_gather_array takes 1-D arrays
+                top = distributed.all_gather_array(top.ravel()).reshape(-1, 10)
+            out["_top10"] = top
     if return_ranks:
         out["_ranks"] = r
     if was_training:

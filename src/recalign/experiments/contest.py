@@ -62,6 +62,7 @@ from recalign.config import PostTrainConfig, RunConfig
 from recalign.data.prepared import prepare
 from recalign.errors import InputError
 from recalign.eval.metrics import ndcg
+from recalign.eval.rm_error import rm_topk_error
 from recalign.eval.stats import paired_delta
 from recalign.experiments import report
 from recalign.experiments.compare import compare_methods
@@ -77,6 +78,7 @@ from recalign.experiments.summary import (
 from recalign.experiments.sweep import primary_metric, seeded
 from recalign.posttrain.registry import get_method
 from recalign.stages.posttrain import planned_steps
+from recalign.stages.reward_model import load_reward_model
 from recalign.train.checkpoint import atomic_write_text
 
 GRIDS = "contest/grids.toml"
@@ -269,8 +271,9 @@ def contest_seed(cfg: RunConfig, out: str | Path, methods: Sequence[str], grid: 
     if metric == "high/ndcg@10" and not high.any():
         raise InputError(f"no test target of {scfg.data.name} reaches data.high_reward = {scfg.data.high_reward}: the "
                          "test value high/ndcg@10 is undefined; lower it with --set data.high_reward=...")
-    return {"metric": metric, "rules": rules, "checkpoint_every": every,
-            "methods": {m: method_result(m, grid, res["runs"], metric, rules, high) for m in methods}}
+    results = {m: method_result(m, grid, res["runs"], metric, rules, high) for m in methods}
+    add_rm_error(results, data, Path(out) / f"seed{seed}" / "reward_model", res["runs"], scfg.eval.batch_size)
+    return {"metric": metric, "rules": rules, "checkpoint_every": every, "methods": results}
 
 
 # ------------------------------------------------------------------ across seeds
@@ -303,6 +306,7 @@ def summarise_method(per_seed: list[dict[str, Any]], method: str) -> dict[str, A
     for key in ("steps", "seconds", "reward_model_queries"):
         out[key] = float(np.mean([r[key] for r in rs]))
     out["grid_points"] = len({p["label"] for p in rs[0]["points"]})
+    out["rm_error_top10"] = rm_error_over_seeds(rs, rules)
     out["points"] = [r["points"] for r in rs]
     return out
 
@@ -411,7 +415,7 @@ def contest_markdown(res: dict[str, Any]) -> str:
                                            else _iv(gap, sign=True))
         lines.append(f"| {b['band']} | {best or '—'} | {fmt(b['heights'].get(best), 4)} | {second or '—'} | "
                      f"{fmt(b['heights'].get(second), 4)} | {gap_txt} |")
-    lines += ["", "![frontier](frontier.png)"]
+    lines += rm_error_markdown(res) + ["", "![frontier](frontier.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -468,3 +472,50 @@ def run_contest(cfg: RunConfig, out: str | Path, methods: Sequence[str] = CONTES
     atomic_write_text(out / "contest.md", contest_markdown(res))
     atomic_write_text(out / "contest.json", json.dumps(res, indent=2, allow_nan=False))
     return res
+
+
+# ------------------------------------------------------------------ the reward model's error on the selected lists
+
+
+def add_rm_error(results: dict[str, dict[str, Any]], data: Any, rm_dir: Path, runs: Mapping[str, str],
+                 batch_size: int = 512) -> None:
+    """On the simulator, with the seed's reward model (trained when some method needs one): set
+    `rm_error_top10` (`eval.rm_error.rm_topk_error`: n, rmse, mean_error of the reward model's
+    prediction against r*) in every selection of `results` (one seed's `method_result`s), on the
+    selected checkpoint's own test top-10 lists (`top10` of its `checkpoints/step-N.safetensors`;
+    a checkpoint saved without them gets none)."""
+    if data.simulator is None or not (rm_dir / "state.json").is_file():
+        return
+    rm = load_reward_model(rm_dir, data)
+    for res in results.values():
+        for sel in res["selected"].values():
+            arrays = load_file(str(Path(runs[sel["label"]]) / "checkpoints" / f"step-{sel['step']}.safetensors"))
+            if "top10" in arrays:
+                sel["rm_error_top10"] = rm_topk_error(rm, data.simulator, data.seq, data.split.test, arrays["top10"],
+                                                      batch_size)
+
+
+def rm_error_over_seeds(rs: list[dict[str, Any]], rules: Sequence[str]) -> dict[str, Any]:
+    """Per rule where every seed has one: the reward model's `mean_error` and `rmse` on the
+    selected policy's top-10 (`seed_interval` over seeds); {} without a reward model."""
+    out = {}
+    for rule in rules:
+        errs = [r["selected"][rule].get("rm_error_top10") for r in rs]
+        if errs and all(e is not None for e in errs):
+            out[rule] = {k: seed_interval([e[k] for e in errs]) for k in ("mean_error", "rmse")}
+    return out
+
+
+def rm_error_markdown(res: dict[str, Any]) -> list[str]:
+    """A contest.md section: the reward model's error against r* on each selected policy's test
+    top-10 (no lines when the contest had no reward model)."""
+    rows = [(name, rule, e) for rule in res["rules"] for name, m in res["methods"].items()
+            if (e := m.get("rm_error_top10", {}).get(rule))]
+    if not rows:
+        return []
+    lines = ["", "## The reward model's error on each selected policy's top-10", "",
+             "Prediction − r* over every item of the selected checkpoint's test top-10 lists (> 0: the reward model "
+             "over-rates what the policy recommends). Mean over seeds [95% t interval over seeds; one seed: none].", "",
+             "| method | rule | mean error | RMSE |", "|---|---|---|---|"]
+    lines += [f"| {name} | {rule} | {_iv(e['mean_error'], sign=True)} | {_iv(e['rmse'])} |" for name, rule, e in rows]
+    return lines

@@ -352,8 +352,9 @@ def make_checkpoints(cfg: RunConfig, data: Prepared, model: Recommender, referen
     validation split. `test`: the same ranking metrics on the test split, `kl` (exact
     KL(π ‖ π0), `eval/distance.py`) and, on the simulator, `true_value` and `expected_value`.
     The per-user test values go to `out_dir/checkpoints/step-<step>.safetensors` (`ranks`, `kl`,
-    and on the simulator `true_value`, `expected_value`; in test-target order), for paired
-    intervals of whichever checkpoint is selected. Weights are not saved."""
+    and on the simulator `true_value`, `expected_value` and `top10`, the item codes of the top-10
+    lists; in test-target order), for paired intervals of whichever checkpoint is selected and
+    the reward model's error on its lists. Weights are not saved."""
     every = cfg.posttrain.checkpoint_every
     if every <= 0:
         return None
@@ -363,11 +364,13 @@ def make_checkpoints(cfg: RunConfig, data: Prepared, model: Recommender, referen
 
     def record(step: int) -> dict[str, Any]:
         valid = evaluate_targets(model, seq, split.valid, cfg.eval, hr, sim)
-        test = evaluate_targets(model, seq, split.test, cfg.eval, hr, sim, return_ranks=True)
+        test = evaluate_targets(model, seq, split.test, cfg.eval, hr, sim, return_ranks=True, return_top10=True)
         per = whole_policy(model, seq, split.test, cfg.eval, reference=reference, simulator=sim)
         arrays = {"ranks": test.pop("_ranks"), **per}
         if "_true_values" in test:
             arrays["true_value"] = test.pop("_true_values")
+        if "_top10" in test:
+            arrays["top10"] = test.pop("_top10")
         test.update({k: float(v.mean()) if v.size else float("nan") for k, v in per.items()})
         ckpt.atomic_save_tensors(folder / f"step-{step}.safetensors",
                                  {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
