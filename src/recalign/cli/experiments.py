@@ -1,4 +1,4 @@
-"""The experiment subcommands (demo, sweep, contest, reproduce) and the `theory` calculator."""
+"""The experiment subcommands (demo, sweep, contest, phase, reproduce) and the `theory` calculator."""
 
 from __future__ import annotations
 
@@ -91,6 +91,30 @@ def cmd_contest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_phase(args: argparse.Namespace) -> int:
+    import os
+
+    from recalign import configlib
+    from recalign.experiments.contest import check_methods, load_grid
+    from recalign.experiments.phase import parse_axis, phase_markdown, run_phase
+    from recalign.experiments.presets import preset_config
+
+    out = Path(out_dir(args, "recalign-phase-"))
+    cfg = preset_config(args.dataset or "sim", args.quick, args.overrides, None, args.config, world=args.world)
+    epochs = configlib.parse_overrides(args.overrides).get("posttrain", {}).get("epochs")  # --set wins over the grid
+    grid = "quick" if args.quick else "full"
+    methods = check_methods(load_grid(grid), csv(args.methods))
+    x = parse_axis("--x", args.x, cfg, load_grid(grid), methods)
+    y = parse_axis("--y", args.y, cfg, load_grid(grid), methods)
+    res = run_phase(cfg, out, x, y, methods, grid=grid, seeds=args.seeds, jobs=args.jobs or (os.cpu_count() or 1),
+                    epochs=epochs, world=args.world)
+    if args.json:
+        print_json(res)
+    else:
+        sys.stdout.write(phase_markdown(res) + f"\nphase.md, phase.json and phase.png are in {out}\n")
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from recalign.experiments.presets import world_overrides
     from recalign.experiments.reproduce import (
@@ -153,6 +177,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_demo(sub)
     _add_sweep(sub)
     _add_contest(sub)
+    _add_phase(sub)
     _add_reproduce(sub)
     _add_theory(sub)
 
@@ -210,6 +235,29 @@ def _add_contest(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     add_json_arg(p, "print the results (as in contest.json, without the config) as one JSON object on stdout")
     p.set_defaults(func=cmd_contest)
+
+
+def _add_phase(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("phase", help="a contest in every cell of a 2-D grid of settings: where exp_sft beats ppo "
+                       "and dpo (phase.png, phase.json, phase.md)")
+    p.add_argument("--data", dest="dataset", help="the dataset: sim (the default and the only one: the phase "
+                   "diagram reads the simulator's true values)")
+    p.add_argument("--x", required=True, metavar="FIELD=V1,V2,...", help="the horizontal axis: a config field and "
+                   "its values, e.g. sim.noise_scale=0.25,0.5,1")
+    p.add_argument("--y", required=True, metavar="FIELD=V1,V2,...", help="the vertical axis, e.g. sim.selection=0,1,2")
+    p.add_argument("--methods", default="sft,exp_sft,ppo,dpo", help="comma-separated methods with a contest grid "
+                   "(default sft,exp_sft,ppo,dpo); exp_sft and at least one of ppo, dpo are needed")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (each: a new world, π0 and reward model; "
+                   "default 3)")
+    p.add_argument("--jobs", type=int, default=0, help="seeds of a cell run in parallel processes (default: one per "
+                   "CPU core)")
+    p.add_argument("--quick", action="store_true", help="the preset's quick variant and the quick contest grid "
+                   "(smoke test)")
+    p.add_argument("--world", metavar="NAME", help=WORLD_HELP)
+    p.add_argument("--out", help="output folder (default: a new temp folder); finished cells found there are reused")
+    add_config_args(p)
+    add_json_arg(p, "print the results (as in phase.json) as one JSON object on stdout")
+    p.set_defaults(func=cmd_phase)
 
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
