@@ -237,8 +237,8 @@ def phase_markdown(res: dict[str, Any]) -> str:
 
 def plot_phase(res: dict[str, Any], path: str | Path) -> Path:
     """Two heat maps (one per rival): Δ(exp_sft − rival) per cell on a shared diverging scale
-    centred at zero (red: exp_sft ahead), the mean written in each cell, a thick box where the
-    interval excludes zero."""
+    centred at zero (red: exp_sft ahead), the mean and interval written in each cell, a thick box
+    where the interval excludes zero, hatching where it covers zero."""
     plt = report._plt()
     x, y, rivals = res["x"], res["y"], res["rivals"]
     nx, ny = len(x["values"]), len(y["values"])
@@ -259,10 +259,15 @@ def plot_phase(res: dict[str, Any], path: str | Path) -> Path:
                 if strong:
                     lines.append(f"{HERO if d['mean'] > 0 else r} ahead")
                 ax.text(i, j, "\n".join(lines), ha="center", va="center", fontsize=8.5, linespacing=1.4,
-                        fontweight="bold" if strong else "normal",
-                        color="white" if abs(grids[r][j, i]) > 0.6 * vmax else "black")
+                        fontweight="bold" if strong else "normal", zorder=4,
+                        color="white" if abs(grids[r][j, i]) > 0.6 * vmax else "black",
+                        bbox=None if strong else {"boxstyle": "round,pad=0.25", "lw": 0,
+                                                  "fc": im.cmap(im.norm(grids[r][j, i]))})
                 if strong:
                     ax.add_patch(plt.Rectangle((i - 0.46, j - 0.46), 0.92, 0.92, fill=False, lw=2.4, color="black"))
+                else:  # hatched: the colour shows a mean the interval does not back
+                    ax.add_patch(plt.Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, hatch="///", lw=0,
+                                               edgecolor="#ffffff99"))
         ax.set_xticks(range(nx), x["values"])
         ax.set_yticks(range(ny), y["values"])
         ax.set_xlabel(x["field"])
@@ -273,5 +278,5 @@ def plot_phase(res: dict[str, Any], path: str | Path) -> Path:
     caption = (f"Each cell: one contest ({res['seeds']} seed(s), grid {res['grid']}); Δ = the test true value of "
                f"the top-10 of the best {HERO} minus the best rival, each selected on validation high NDCG@10, "
                f"paired per user; in brackets its 95% interval ({'; '.join(kinds)}). Red: {HERO} ahead; blue: the "
-               "rival ahead. Boxed and bold, with who is ahead: the interval excludes zero.")
+               "rival ahead. Boxed and bold, with who is ahead: the interval excludes zero; hatched: it covers zero.")
     return report._finish(fig, path, f"Phase diagram: where {HERO} beats {', '.join(rivals)}", caption)
