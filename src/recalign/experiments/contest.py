@@ -12,8 +12,8 @@ each run has the grid's number of checkpoints after step 0; every (grid point, c
 candidate. Each checkpoint line holds its validation metrics and its test metrics apart
 (`stages/posttrain.py:make_checkpoints`).
 
-Selection (`select`) is handed the validation metrics and the steps and nothing else, under two
-rules reported side by side:
+Selection (`selection.select`, shared with `demo`, `reproduce` and `sweep --select`) is handed
+the validation metrics and the steps and nothing else, under two rules reported side by side:
 
 - `practical`: the argmax of the validation `high/ndcg@10` (NDCG@10 of the held-out high-rated
   items: computable from logged data);
@@ -35,8 +35,9 @@ KL < b: what it reaches without moving further than b) is compared across method
 between the best two has a t interval over seeds (one seed: no interval). The frontier reads
 test values of every candidate: it describes the methods, it selects nothing.
 
-Writes `contest.json`, `contest.md`, `frontier.png` and one folder per seed (`seed<N>/`: π0, the
-reward model and one run folder per (method, grid point)).
+`demo` and `reproduce` run the same pieces (`contest_seeds`, `summarise_contest`,
+`write_frontier`, `selected_table`). Writes `contest.json`, `contest.md`, `frontier.png` and one
+folder per seed (`seed<N>/`: π0, the reward model and one run folder per (method, grid point)).
 """
 
 from __future__ import annotations
