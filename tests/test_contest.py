@@ -14,15 +14,13 @@ from recalign.data.prepared import prepare
 from recalign.errors import InputError
 from recalign.experiments.contest import (
     BASELINE,
-    choose,
     frontier_bands,
     load_grid,
     method_result,
     point_label,
-    read_checkpoints,
-    select,
 )
 from recalign.experiments.presets import preset_config
+from recalign.experiments.selection import choose, read_checkpoints, select
 from recalign.experiments.summary import frontier_height, upper_frontier
 from recalign.stages.posttrain import posttrain
 

@@ -5,16 +5,21 @@ README, these check the machinery)."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from recalign.cli import main
 from recalign.data.prepared import prepare
+from recalign.errors import InputError
 from recalign.eval.judge import judge_summary, judge_topk
 from recalign.eval.stats import mean_ci
 from recalign.experiments import report
+from recalign.experiments.compare import folder_name
 from recalign.experiments.presets import preset_config
+from recalign.experiments.reproduce import METHODS
+from recalign.experiments.selection import read_checkpoints
 from recalign.experiments.summary import delta_stats, label_summary, value_stats
 from recalign.experiments.sweep import run_sweep
 from recalign.stages.common import build_model
@@ -101,6 +106,32 @@ def test_sweep_shares_pretraining_for_posttrain_fields(tmp_path):
     assert "posttrain.lam" in report.sweep_markdown(s)
 
 
+def test_sweep_select_reads_each_run_at_its_validation_selected_checkpoint(tmp_path):
+    """`--select practical`: every run checkpointed, each read at the checkpoint of the largest
+    validation high NDCG@10 (the selection's own record); the default reads the end."""
+    cfg = preset_config("sim", quick=True, overrides=TINY + ["posttrain.epochs=2"])
+    res = run_sweep(cfg, "posttrain.lam", ["0.2", "5"], ["exp_sft"], tmp_path, seeds=2, log=lambda m: None,
+                    select="practical", checkpoints=2)
+    s = res["summary"]
+    assert s["select"]["rule"] == "practical" and s["select"]["metric"] == "high/ndcg@10"
+    assert set(s["select"]["steps"]) == {"sft", "exp_sft[lam=0.2]", "exp_sft[lam=5]"}
+    for i, seed in enumerate(res["per_seed"]):
+        for label, sel in seed["base"]["selected"].items():
+            recs = read_checkpoints(tmp_path / f"seed{i}" / folder_name(label))
+            assert len(recs) >= 3 and sel["step"] == s["select"]["steps"][label][i]
+            best = max(r["valid"]["high/ndcg@10"] for r in recs)
+            assert sel["valid"]["high/ndcg@10"] == best  # the validation argmax ...
+            rec = next(r for r in recs if r["step"] == sel["step"])
+            assert seed["base"]["true_value"][label].mean() == pytest.approx(rec["test"]["true_value"])  # ... read on test
+    point = s["series"]["exp_sft"][0]["true_value"]["per_seed"]
+    assert point == pytest.approx([p["base"]["selected"]["exp_sft[lam=0.2]"]["test"]["true_value"] for p in res["per_seed"]])
+    with pytest.raises(InputError, match="oracle needs the simulator"):
+        run_sweep(preset_config("ml-100k", quick=True), "posttrain.lam", ["1"], ["exp_sft"], tmp_path / "x",
+                  select="oracle")
+    with pytest.raises(InputError, match="--judges scores final policies"):
+        run_sweep(cfg, "posttrain.lam", ["1"], ["exp_sft"], tmp_path / "x", select="practical", judges=2)
+
+
 def test_sweep_over_a_data_field_runs_each_value(tmp_path):
     cfg = preset_config("sim", quick=True, overrides=TINY)
     res = run_sweep(cfg, "sim.noise_scale", ["0", "2"], ["exp_sft"], tmp_path, log=lambda m: None)
@@ -124,13 +155,24 @@ def test_reproduce_quick_writes_report_and_figures(tmp_path, capsys):
     assert main(args) == 0
     res = json.loads((out / "results.json").read_text())
     sim = res["datasets"]["sim"]
-    assert set(sim["fixed"]) == {"pretrained", "sft", "linear_sft", "exp_sft", "ppo", "dpo"}
+    contest = sim["contest"]  # the methods' table: the contest, each method selected on validation
+    assert res["grid"] == contest["grid"] == "quick" and list(contest["methods"]) == list(METHODS)
+    for name, m in contest["methods"].items():
+        assert {"true_value", "expected_value", "kl", "selected", "steps", "seconds"} <= set(m)
+        assert set(m["selected"]) == {"practical", "oracle"} and len(m["selected"]["practical"]) == 2
+        assert set(m["delta_vs_sft"]) == (set() if name == "sft" else {"practical", "oracle"})
+    assert set(sim["fixed"]) == {"pretrained", "sft"}  # the λ curve's baseline, from the contest's π0
+    assert not list(out.glob("sim/lambda/seed*/pretrain"))
     assert [p["value"] for p in sim["series"]["exp_sft"]] == ["0.3", "3"]
     assert res["noise"]["sim (gaussian noise)"]["values"] == ["0", "2"]
-    for name in ("lambda_sim.png", "noise_gaussian.png", "hacking.png", "methods.png", "report.md"):
+    for name in ("lambda_sim.png", "noise_gaussian.png", "hacking.png", "methods.png", "frontier_sim.png", "report.md"):
         assert (out / name).is_file(), name
     md = (out / "report.md").read_text()
     assert "**Claim 1**" in md and "**Claim 2**" in md and "**Claim 3**" in md
+    claim1 = next(line for line in md.splitlines() if "**Claim 1**" in line)
+    assert "practical rule (selected lam=" in claim1 and "oracle rule" in claim1
+    assert re.search(r"→ \*\*(holds|contradicted|inconclusive)\*\*", claim1)
+    assert "| KL(π‖π0) | E_π[r*] |" in md and "![reward–KL frontier, sim](frontier_sim.png)" in md
     assert "report.md" in capsys.readouterr().out
     assert main(args) == 2  # never overwrites a finished report
     (out / "results.json").unlink()
@@ -141,3 +183,4 @@ def test_reproduce_quick_writes_report_and_figures(tmp_path, capsys):
     assert "pretrained sasrec in" not in err and "post-trained" not in err
     again = json.loads((out / "results.json").read_text())
     assert again["datasets"]["sim"]["fixed"] == res["datasets"]["sim"]["fixed"]
+    assert again["datasets"]["sim"]["contest"]["methods"] == contest["methods"]

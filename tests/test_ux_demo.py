@@ -160,26 +160,33 @@ def test_demo_cli_default_folder_seed_labels_files_and_figures(tmp_path, monkeyp
     (folder,) = Path("runs").iterdir()
     assert re.fullmatch(r"demo-\d{8}-\d{6}", folder.name)
     err_lines = err.splitlines()
-    assert err_lines[0] == f"recalign demo: writing into {folder} (2 seed(s), 2 at a time)"
+    assert err_lines[0].startswith(f"recalign demo: writing into {folder} (2 seed(s), 2 at a time; grid quick: 5 methods, "
+                                   "9 runs per seed")
     assert all(re.match(r"\[seed [01]\] ", line) for line in err_lines[1:]), err
     for seed in (0, 1):  # the demo's own lines and the training loop's (train.progress)
         assert any(line.startswith(f"[seed {seed}] recalign demo: pretrained sasrec in") for line in err_lines)
         assert any(line.startswith(f"[seed {seed}] recalign: epoch=") for line in err_lines)
-    tail = out.splitlines()[-7:]
+    tail = out.splitlines()[-9:]
     assert re.fullmatch(rf"\d+ s; written into {re.escape(str(folder))}:", tail[0])
     named = [line.split()[0] for line in tail[1:]]
-    assert named == ["results.json", "table.txt", "methods.png", "hacking.png", "seed0/", "seed1/"]
+    assert named == ["results.json", "table.txt", "contest.md", "methods.png", "frontier.png", "hacking.png", "seed0/",
+                     "seed1/"]
     assert all((folder / n).exists() for n in named)
-    assert "pretrain, reward_model, sft, linear_sft, exp_sft, ppo, dpo" in tail[5]
+    assert "pretrain, reward_model, sft, linear_sft_weight_norm_global_, linear_sft_weight_norm_context_, " \
+           "exp_sft_lam_0.5_, exp_sft_lam_2.0_, ppo_kl_coef_0.03_, ppo_kl_coef_0.3_, dpo_beta_0.1_, dpo_beta_1.0_" in tail[7]
     res = json.loads((folder / "results.json").read_text())
     assert list(res["files"]) == named
-    traces = {"ppo": [report.read_trace(folder / s / "ppo") for s in ("seed0", "seed1")]}
+    picked = [sel["run"] for sel in res["methods"]["ppo"]["selected"]["practical"]]  # the hacking figure's runs
+    traces = {"ppo": [report.read_trace(folder / f"seed{s}" / run) for s, run in enumerate(picked)]}
     title = _png_text(folder / "hacking.png")["Title"]
     assert title == report.traces_verdict(traces) and title.startswith("ppo: ")
     assert not title.endswith("nothing to judge")  # --quick traces ppo every step: a verdict
     assert len(traces["ppo"][0]) > 2 and not (folder / "seed0" / "sft" / "trace.jsonl").exists()  # ppo only
-    assert title in tail[4]
-    assert "95% Student-t interval over the seeds' mean differences" in _png_text(folder / "methods.png")["Description"]
+    assert title in tail[6]
+    meta = _png_text(folder / "methods.png")["Description"]
+    assert "95% Student-t interval over the seeds' mean differences" in meta
+    assert "reward–kl frontier" in _png_text(folder / "frontier.png")["Title"].lower()
+    assert "KL(π‖π0)" in out and "E_π[r*]" in out and re.search(r"^\s+oracle\s", out, re.M)  # the oracle rule's row
 
 
 def test_sweep_and_reproduce_share_the_captions_and_verdict(tmp_path, capsys):

@@ -27,7 +27,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     overrides = world_overrides(args.world, args.quick) + args.overrides  # the world first: --set wins
     out = args.out or default_out_dir()
     res = run_demo(out, quick=args.quick, overrides=overrides, seeds=args.seeds, jobs=args.jobs,
-                   config_file=args.config)
+                   config_file=args.config, grid=args.grid)
     if args.json:
         print_json({k: v for k, v in res.items() if k != "config"})
         sys.stderr.write(format_files(res, out) + "\n")
@@ -49,16 +49,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                         world=args.world)
     trace = tuple(m for m in csv(args.methods) if m in ("ppo", "dpo")) if args.trace else ()
     res = run_sweep(cfg, args.param, csv(args.values), csv(args.methods), out, seeds=args.seeds,
-                    fixed=csv(args.fixed), judges=cfg.eval.judges if args.judges else 0, trace=trace)
+                    fixed=csv(args.fixed), judges=cfg.eval.judges if args.judges else 0, trace=trace,
+                    select=args.select, checkpoints=args.checkpoints)
     summary = res["summary"]
     report.plot_sweep(summary, out / "sweep.png")
     hack = report.plot_traces(res["traces"], out / "trace.png")
-    md = [f"# recalign sweep: {args.param}", "", f"`{' '.join(sys.argv)}`", "",
+    read = (f"Each run read at its checkpoint selected on validation by the `{args.select}` rule (argmax of the "
+            f"validation `{summary['select']['metric']}` over step 0, {args.checkpoints} checkpoints and the end; "
+            "the steps are in results.json's `select`)." if args.select else
+            "Each run read at its end (its final policy; `--select` reads the checkpoint selected on validation).")
+    md = [f"# recalign sweep: {args.param}", "", f"`{' '.join(sys.argv)}`", "", read, "",
           report.sweep_markdown(summary), "", "![sweep](sweep.png)"]
     if hack:
         md += ["", "![trace](trace.png)", "", f"Trace: {report.traces_verdict(res['traces'])}."]
     if summary["fixed"]:
-        md[4:4] = [report.methods_markdown(summary["fixed"], [summary["metric"], "ndcg@10"]), ""]
+        md[6:6] = [report.methods_markdown(summary["fixed"], [summary["metric"], "ndcg@10"]), ""]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
     if args.json:
@@ -72,14 +77,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_contest(args: argparse.Namespace) -> int:
     import os
 
-    from recalign import configlib
-    from recalign.experiments.contest import contest_markdown, run_contest
+    from recalign.experiments.contest import contest_markdown, epochs_override, run_contest
     from recalign.experiments.presets import preset_config
 
     out = Path(out_dir(args, "recalign-contest-"))
     dataset = args.dataset or "sim"
     cfg = preset_config(dataset, args.quick, args.overrides, args.data_dir, args.config, world=args.world)
-    epochs = configlib.parse_overrides(args.overrides).get("posttrain", {}).get("epochs")  # --set wins over the grid
+    epochs = epochs_override(args.overrides)  # --set wins over the grid
     grid = args.grid or ("quick" if args.quick else "full")
     res = run_contest(cfg, out, csv(args.methods), grid=grid, seeds=args.seeds,
                       jobs=args.jobs or (os.cpu_count() or 1), epochs=epochs)
@@ -137,7 +141,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                         lams=pick(args.lams, LAMS), noise_scales=pick(args.noise_scales, NOISE_SCALES),
                         noise_models=pick(args.noise_models, NOISE_MODELS), quick=args.quick,
                         overrides=overrides, data_dir=args.data_dir, judges=not args.no_judges, jobs=args.jobs,
-                        resume=args.resume)
+                        resume=args.resume, grid=args.grid)
     if args.json:
         print_json({k: v for k, v in res.items() if k != "traces"})
     else:
@@ -183,13 +187,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the whole story on the embedded simulator, in a few minutes on a CPU")
+    p = sub.add_parser("demo", help="the whole story on the embedded simulator, each method selected on validation "
+                       "from a small grid, in a few minutes on a CPU")
     p.add_argument("--quick", action="store_true", help="a smaller world and model (about a minute; used by CI)")
     p.add_argument("--out", help="folder for results.json, table.txt, the figures and the runs (default: "
                    "runs/demo-<date>-<time> in the working folder)")
     p.add_argument("--seeds", type=int, default=3, help="simulator/training seeds: each a new world (default 3; "
                    "intervals over seeds)")
     p.add_argument("--jobs", type=int, default=0, help="seeds run in parallel processes (default: one per CPU core)")
+    p.add_argument("--grid", choices=("quick", "full"), default="quick", help="each method's grid in "
+                   "configs/contest/grids.toml (default quick: 2 points per method, 2 epochs, 2 checkpoints; full: "
+                   "4 points, 6 epochs, 6 checkpoints, about 10x longer)")
     p.add_argument("--world", metavar="NAME", help=WORLD_HELP)
     add_config_args(p)
     add_json_arg(p, "print the results (as in results.json) as one JSON object on stdout")
@@ -208,6 +216,11 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=1, help="seeds (each: new simulated world, new π0)")
     p.add_argument("--judges", action="store_true", help="also score with the held-out judge ensemble (eval.judges)")
     p.add_argument("--trace", action="store_true", help="trace ppo/dpo training (reward model vs true value figure)")
+    p.add_argument("--select", choices=("practical", "oracle"), help="read every run at its checkpoint selected on "
+                   "validation by this rule (practical: validation high NDCG@10; oracle: validation true value, "
+                   "simulator only) instead of at its end (the default)")
+    p.add_argument("--checkpoints", type=int, default=4, help="with --select: checkpoints after step 0 in every run "
+                   "(default 4; step 0 and the end are candidates too)")
     p.add_argument("--quick", action="store_true", help="the preset's quick variant (smoke test)")
     p.add_argument("--world", metavar="NAME", help=WORLD_HELP + " (the dataset must be sim)")
     p.add_argument("--out", help="output folder (default: a new temp folder)")
@@ -261,13 +274,17 @@ def _add_phase(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reproduce", help="methods x datasets x seeds with λ and noise sweeps -> report.md + figures")
+    p = sub.add_parser("reproduce", help="the contest x datasets x seeds, with λ and noise sweeps -> report.md + "
+                       "figures")
     p.add_argument("--datasets", default="sim", help="comma-separated dataset names (default sim), e.g. "
                    "sim,ml-100k,ml-latest-small")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--seeds", type=int, default=3, help="seeds per dataset (each: new π0, new simulated world; "
                    "default 3)")
-    p.add_argument("--methods", help="comma-separated methods (default sft,linear_sft,exp_sft,ppo,dpo)")
+    p.add_argument("--methods", help="comma-separated methods with a contest grid (default "
+                   "sft,linear_sft,exp_sft,ppo,dpo)")
+    p.add_argument("--grid", choices=("full", "quick"), help="the contest's grid in configs/contest/grids.toml "
+                   "(default: quick with --quick, else full)")
     p.add_argument("--lams", help="λ grid of exp_sft (default 0.1,0.3,1,3,10)")
     p.add_argument("--noise-scales", help="simulator noise scales of the robustness sweep (default 0,1,2; empty = skip)")
     p.add_argument("--noise-models", help="simulator noise models of the robustness sweep (default "

@@ -12,8 +12,8 @@ each run has the grid's number of checkpoints after step 0; every (grid point, c
 candidate. Each checkpoint line holds its validation metrics and its test metrics apart
 (`stages/posttrain.py:make_checkpoints`).
 
-Selection (`select`) is handed the validation metrics and the steps and nothing else, under two
-rules reported side by side:
+Selection (`selection.select`, shared with `demo`, `reproduce` and `sweep --select`) is handed
+the validation metrics and the steps and nothing else, under two rules reported side by side:
 
 - `practical`: the argmax of the validation `high/ndcg@10` (NDCG@10 of the held-out high-rated
   items: computable from logged data);
@@ -35,8 +35,9 @@ KL < b: what it reaches without moving further than b) is compared across method
 between the best two has a t interval over seeds (one seed: no interval). The frontier reads
 test values of every candidate: it describes the methods, it selects nothing.
 
-Writes `contest.json`, `contest.md`, `frontier.png` and one folder per seed (`seed<N>/`: π0, the
-reward model and one run folder per (method, grid point)).
+`demo` and `reproduce` run the same pieces (`contest_seeds`, `summarise_contest`,
+`write_frontier`, `selected_table`). Writes `contest.json`, `contest.md`, `frontier.png` and one
+folder per seed (`seed<N>/`: π0, the reward model and one run folder per (method, grid point)).
 """
 
 from __future__ import annotations
@@ -59,15 +60,22 @@ from safetensors.numpy import load_file
 
 from recalign import configlib
 from recalign.config import PostTrainConfig, RunConfig
-from recalign.data.prepared import prepare
+from recalign.data.prepared import Prepared, prepare
 from recalign.errors import InputError
-from recalign.eval.metrics import ndcg
 from recalign.eval.rm_error import rm_topk_error
 from recalign.eval.stats import paired_delta
 from recalign.experiments import report
 from recalign.experiments.compare import compare_methods
-from recalign.experiments.demo import labelled_stderr
+from recalign.experiments.logs import labelled_stderr
 from recalign.experiments.presets import CONFIGS, read_preset
+from recalign.experiments.selection import (
+    RULES,
+    checkpoint_every,
+    choose,
+    per_user_value,
+    read_checkpoints,
+    rules_for,
+)
 from recalign.experiments.summary import (
     fmt,
     fmt_interval,
@@ -75,16 +83,17 @@ from recalign.experiments.summary import (
     interval_phrase,
     seed_interval,
 )
+from recalign.experiments.summary import per_user as summary_per_user
 from recalign.experiments.sweep import primary_metric, seeded
 from recalign.posttrain.registry import get_method
-from recalign.stages.posttrain import planned_steps
 from recalign.stages.reward_model import load_reward_model
 from recalign.train.checkpoint import atomic_write_text
 
 GRIDS = "contest/grids.toml"
 CONTEST_METHODS = ("sft", "linear_sft", "exp_sft", "ppo", "dpo")
 BASELINE = "sft"
-RULES = {"practical": "high/ndcg@10", "oracle": "true_value"}
+REFERENCE_NAMES = {"pretrained": "π0 (pretrained)", "oracle": "the oracle's top-10",
+                   "logging": "the logging policy's top-10"}
 BANDS = ((0.0, 0.05), (0.05, 0.2), (0.2, 1.0), (1.0, math.inf))
 
 
@@ -171,70 +180,23 @@ def point_label(method: str, knobs: Mapping[str, Any]) -> str:
     return method + (f"[{','.join(f'{k}={v}' for k, v in knobs.items())}]" if knobs else "")
 
 
-def contest_variants(grid: Grid, methods: Sequence[str], epochs: int, every: int) -> dict[str, tuple[str, list[str]]]:
-    """`{label: (method, --set pairs)}` of every grid point of `methods`."""
+def contest_variants(grid: Grid, methods: Sequence[str], epochs: int, every: int,
+                     trace: Mapping[str, int] | None = None) -> dict[str, tuple[str, list[str]]]:
+    """`{label: (method, --set pairs)}` of every grid point of `methods`; the methods of `trace`
+    are traced every `trace[method]` steps (`posttrain.trace_every`: the hacking figure)."""
     out = {}
     for m in methods:
         for knobs in grid.points[m]:
             sets = [f"posttrain.{k}={json.dumps(v)}" for k, v in knobs.items()]
+            sets += [f"posttrain.trace_every={(trace or {})[m]}"] if m in (trace or {}) else []
             out[point_label(m, knobs)] = (m, sets + [f"posttrain.epochs={epochs}", f"posttrain.checkpoint_every={every}"])
     return out
-
-
-# ------------------------------------------------------------------ selection
-
-
-def select(valid: Sequence[Sequence[Mapping[str, Any]]], steps: Sequence[Sequence[int]], metric: str) -> tuple[int, int]:
-    """The selected candidate `(grid point i, checkpoint j)`: the argmax of `valid[i][j][metric]`
-    (validation metrics only: this function is never handed a test number); ties go to the
-    earlier `steps[i][j]`, then to the smaller `i`. A missing or NaN value is no candidate; an
-    error when no candidate has one."""
-    best: tuple[float, int, int] | None = None
-    for i, (vs, ss) in enumerate(zip(valid, steps, strict=True)):
-        for j, (v, step) in enumerate(zip(vs, ss, strict=True)):
-            x = v.get(metric)
-            if x is None or math.isnan(x):
-                continue
-            key = (-float(x), step, i)
-            if best is None or key < best:
-                best, where = key, (i, j)
-    if best is None:
-        raise InputError(f"selection: no checkpoint has a validation {metric} (on high-reward targets: does any "
-                         "validation target reach data.high_reward?)")
-    return where
-
-
-# ------------------------------------------------------------------ one seed
-
-
-def read_checkpoints(run: str | Path) -> list[dict[str, Any]]:
-    """The lines of `run/checkpoints.jsonl`, by step."""
-    path = Path(run) / "checkpoints.jsonl"
-    if not path.is_file():
-        raise InputError("run has no checkpoints.jsonl (post-trained without posttrain.checkpoint_every)", path=path)
-    recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return sorted({r["step"]: r for r in recs}.values(), key=lambda r: r["step"])
-
-
-def choose(records: Sequence[Sequence[Mapping[str, Any]]], metric: str) -> tuple[int, int]:
-    """`select` over the checkpoint records of a method's grid points, handed only their `valid`
-    sub-dicts and steps."""
-    return select([[r["valid"] for r in recs] for recs in records], [[r["step"] for r in recs] for recs in records],
-                  metric)
-
-
-def per_user_value(run: str | Path, step: int, metric: str, high: np.ndarray) -> np.ndarray:
-    """Per-user test values of checkpoint `step`: `true_value`, or NDCG@10 of the high targets."""
-    arrays = load_file(str(Path(run) / "checkpoints" / f"step-{step}.safetensors"))
-    if metric == "true_value":
-        return arrays["true_value"].astype(np.float64)
-    return ndcg(arrays["ranks"], 10)[np.asarray(high, dtype=bool)]
 
 
 def method_result(method: str, grid: Grid, runs: Mapping[str, str], metric: str, rules: Sequence[str],
                   high: np.ndarray) -> dict[str, Any]:
     """One method in one seed: its points, its selected checkpoint under each rule (with its
-    per-user test values under `_per_user`) and its budget."""
+    run folder's name and its per-user test values under `_per_user`) and its budget."""
     labels = [point_label(method, k) for k in grid.points[method]]
     records = [read_checkpoints(runs[lab]) for lab in labels]
     points = [{"label": lab, "knobs": knobs, "step": r["step"], "kl": r["test"]["kl"], "value": r["test"][metric]}
@@ -244,7 +206,8 @@ def method_result(method: str, grid: Grid, runs: Mapping[str, str], metric: str,
         i, j = choose(records, RULES[rule])
         rec = records[i][j]
         out["selected"][rule] = {"label": labels[i], "knobs": grid.points[method][i], "step": rec["step"],
-                                 "valid": {RULES[rule]: rec["valid"][RULES[rule]]}, "test": rec["test"]}
+                                 "run": Path(runs[labels[i]]).name, "valid": {RULES[rule]: rec["valid"][RULES[rule]]},
+                                 "test": rec["test"]}
         out["_per_user"][rule] = per_user_value(runs[labels[i]], rec["step"], metric, high)
     states = [json.loads((Path(runs[lab]) / "state.json").read_text()) for lab in labels]
     for key, name in (("steps", "steps"), ("seconds", "train_seconds"), ("reward_model_queries", "reward_model_queries")):
@@ -252,28 +215,43 @@ def method_result(method: str, grid: Grid, runs: Mapping[str, str], metric: str,
     return out
 
 
+def reference_values(data: Prepared, res: Mapping[str, Any], metric: str) -> dict[str, float]:
+    """The test value of π0 (`pretrained`) and, on the simulator, of the oracle's top-10 and of
+    the logging policy's top-10 in the same contexts: the scale every method is read on."""
+    out = {"pretrained": float(summary_per_user(res, "pretrained", metric).mean())}
+    if data.simulator is not None:
+        test = data.split.test
+        logging = data.simulator.logging_value(test.users, 10, step=test.context_end - data.split.offsets[test.users])
+        out.update(oracle=float(res["oracle_value"].mean()), logging=float(logging.topk.mean()))
+    return out
+
+
 def contest_seed(cfg: RunConfig, out: str | Path, methods: Sequence[str], grid: Grid, epochs: int,
-                 seed: int) -> dict[str, Any]:
+                 seed: int, trace: Mapping[str, int] | None = None,
+                 log: Callable[[str], None] = _log) -> dict[str, Any]:
     """Seed `seed` (independent of the others: parallel processes may run them): one π0 and
-    reward model, every grid point of every method, then each method's points and selections."""
+    reward model, every grid point of every method (the methods of `trace` traced), then each
+    method's points and selections, and the reference values (`reference_values`). The seed's
+    folder is `out/seed<seed>`; its stderr lines start with `[seed <seed>]`."""
     scfg = seeded(cfg, seed)
+    metric = primary_metric(scfg)
     with labelled_stderr(f"[seed {seed}] "):
         data = prepare(scfg)
         budget = dataclasses.replace(scfg, posttrain=dataclasses.replace(scfg.posttrain, epochs=epochs))
-        every = max(1, math.ceil(planned_steps(budget, data.seq.n_windows) / grid.checkpoints))
-        variants = contest_variants(grid, methods, epochs, every)
-        _log(f"seed {seed}: {len(variants)} runs from one π0, {epochs} epoch(s) each, a checkpoint every {every} "
-             "step(s)")
-        res = compare_methods(scfg, Path(out) / f"seed{seed}", variants, data=data, log=_log)
-    metric = primary_metric(scfg)
-    rules = [r for r in RULES if r == "practical" or data.simulator is not None]
-    high = np.asarray(res["high"], dtype=bool)
-    if metric == "high/ndcg@10" and not high.any():
-        raise InputError(f"no test target of {scfg.data.name} reaches data.high_reward = {scfg.data.high_reward}: the "
-                         "test value high/ndcg@10 is undefined; lower it with --set data.high_reward=...")
+        every = checkpoint_every(budget, data.seq.n_windows, grid.checkpoints)
+        variants = contest_variants(grid, methods, epochs, every, trace)
+        log(f"seed {seed}: {len(variants)} runs from one π0, {epochs} epoch(s) each, a checkpoint every {every} "
+            "step(s)")
+        res = compare_methods(scfg, Path(out) / f"seed{seed}", variants, data=data, log=log)
+        high = np.asarray(res["high"], dtype=bool)
+        if metric == "high/ndcg@10" and not high.any():
+            raise InputError(f"no test target of {scfg.data.name} reaches data.high_reward = {scfg.data.high_reward}: "
+                             "the test value high/ndcg@10 is undefined; lower it with --set data.high_reward=...")
+        reference = reference_values(data, res, metric)
+    rules = rules_for(data.simulator is not None)
     results = {m: method_result(m, grid, res["runs"], metric, rules, high) for m in methods}
     add_rm_error(results, data, Path(out) / f"seed{seed}" / "reward_model", res["runs"], scfg.eval.batch_size)
-    return {"metric": metric, "rules": rules, "checkpoint_every": every, "methods": results}
+    return {"metric": metric, "rules": rules, "checkpoint_every": every, "reference": reference, "methods": results}
 
 
 # ------------------------------------------------------------------ across seeds
@@ -343,7 +321,8 @@ def summarise_contest(per_seed: list[dict[str, Any]], methods: Sequence[str], gr
             "grid": grid.name, "grid_points": {m: len(grid.points[m]) for m in methods}, "epochs": epochs,
             "checkpoints": grid.checkpoints, "checkpoint_every": [s["checkpoint_every"] for s in per_seed],
             "seeds": len(per_seed), "methods": {m: summarise_method(per_seed, m) for m in methods},
-            "frontier": frontier_bands(per_seed, methods)}
+            "frontier": frontier_bands(per_seed, methods),
+            "reference": {k: seed_interval([s["reference"][k] for s in per_seed]) for k in first["reference"]}}
 
 
 def jsonable(x: Any) -> Any:
@@ -386,36 +365,51 @@ def _selected_rows(name: str, m: dict[str, Any], metric: str, rule: str) -> str:
             f"{m['seconds']:.0f} | {m['reward_model_queries']:.3g} |")
 
 
-def contest_markdown(res: dict[str, Any]) -> str:
-    """`contest.md`: the selected policies under each rule, the frontier bands, the figure."""
-    metric, n = res["metric"], res["seeds"]
-    lines = [f"# recalign contest: grid `{res['grid']}`, {n} seed(s), {res['epochs']} epoch(s) per grid point", "",
-             f"Test value: `{metric}`. Every method but {BASELINE} has the same number of grid points; every point "
-             f"the same epochs and {res['checkpoints']} checkpoints after step 0 (every "
-             f"{'/'.join(map(str, res['checkpoint_every']))} step(s)). Selection reads validation only: "
-             + "; ".join(f"`{r}` = argmax of validation `{k}`" for r, k in res["rules"].items())
-             + " (ties: earlier step, then the grid point written first).", "",
-             "## Selected on validation, read on test", "",
-             f"| method | rule | selected (knobs @ step, per seed) | valid metric | test {metric} | Δ vs {BASELINE} "
+def selected_table(res: dict[str, Any]) -> list[str]:
+    """The markdown table of the selected policies (one row per method and rule) and its footer."""
+    metric = res["metric"]
+    lines = [f"| method | rule | selected (knobs @ step, per seed) | valid metric | test {metric} | Δ vs {BASELINE} "
              "(seeds > 0) | KL(π‖π0) | E_π[r*] | grid points | steps (all points) | train s | RM queries |",
              "|" + "---|" * 12]
     for rule in res["rules"]:
         lines += [_selected_rows(name, m, metric, rule) for name, m in res["methods"].items()]
     d = next((m["delta_vs_sft"][r] for m in res["methods"].values() for r in m["delta_vs_sft"]), None)
-    lines += ["", f"Values: mean over seeds [95% t interval over seeds; one seed: none]. Δ: paired on the same test "
-              f"contexts, the selected checkpoint's own per-user values, 95% {interval_phrase([d] if d else [])}.", "",
-              "## Reward–KL frontier", "",
-              "Height: the best test value of a method's points with KL below the band's upper edge (mean over "
-              "seeds). Gap: best minus second, per seed, with a 95% t interval over seeds.", "",
-              "| KL band | best | height | second | height | gap |", "|---|---|---|---|---|---|"]
+    return lines + ["", f"Values: mean over seeds [95% t interval over seeds; one seed: none]. Δ: paired on the same "
+                    f"test contexts, the selected checkpoint's own per-user values, 95% "
+                    f"{interval_phrase([d] if d else [])}."]
+
+
+def frontier_table(res: dict[str, Any]) -> list[str]:
+    """The markdown table of the frontier's KL bands: the best two methods and the gap."""
+    lines = ["Height: the best test value of a method's points with KL below the band's upper edge (mean over "
+             "seeds). Gap: best minus second, per seed, with a 95% t interval over seeds.", "",
+             "| KL band | best | height | second | height | gap |", "|---|---|---|---|---|---|"]
     for b in res["frontier"]:
         best, second = b["best"], b["second"]
         gap = b.get("gap")
-        gap_txt = "—" if gap is None else (f"{fmt(gap['mean'], 4, sign=True)} (one seed: no interval)" if n < 2
-                                           else _iv(gap, sign=True))
+        gap_txt = "—" if gap is None else (f"{fmt(gap['mean'], 4, sign=True)} (one seed: no interval)"
+                                           if res["seeds"] < 2 else _iv(gap, sign=True))
         lines.append(f"| {b['band']} | {best or '—'} | {fmt(b['heights'].get(best), 4)} | {second or '—'} | "
                      f"{fmt(b['heights'].get(second), 4)} | {gap_txt} |")
-    lines += rm_error_markdown(res) + ["", "![frontier](frontier.png)"]
+    return lines
+
+
+def protocol_sentence(res: dict[str, Any]) -> str:
+    """What was run and how it was selected, in one paragraph."""
+    return (f"Test value: `{res['metric']}`. Every method but {BASELINE} has the same number of grid points (grid "
+            f"`{res['grid']}`); every point the same {res['epochs']} epoch(s) and {res['checkpoints']} checkpoints "
+            f"after step 0 (every {'/'.join(map(str, res['checkpoint_every']))} step(s)). Selection reads validation "
+            "only: " + "; ".join(f"`{r}` = argmax of validation `{k}`" for r, k in res["rules"].items())
+            + " (ties: earlier step, then the grid point written first). Reference (test, mean over seeds): "
+            + ", ".join(f"{REFERENCE_NAMES[k]} {fmt(v['mean'], 4)}" for k, v in res.get("reference", {}).items()) + ".")
+
+
+def contest_markdown(res: dict[str, Any]) -> str:
+    """`contest.md`: the selected policies under each rule, the frontier bands, the figure."""
+    lines = [f"# recalign contest: grid `{res['grid']}`, {res['seeds']} seed(s), {res['epochs']} epoch(s) per grid "
+             "point", "", protocol_sentence(res), "", "## Selected on validation, read on test", "",
+             *selected_table(res), "", "## Reward–KL frontier", "", *frontier_table(res), *rm_error_markdown(res), "",
+             "![frontier](frontier.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -439,6 +433,29 @@ def check_methods(grid: Grid, methods: Sequence[str]) -> list[str]:
     return methods
 
 
+def epochs_override(overrides: Sequence[str]) -> int | None:
+    """`posttrain.epochs` when `--set` gives it (it wins over the grid's epochs), else None."""
+    return configlib.parse_overrides(list(overrides)).get("posttrain", {}).get("epochs")
+
+
+def contest_seeds(cfg: RunConfig, out: str | Path, methods: Sequence[str], grid: Grid, epochs: int, seeds: int,
+                  jobs: int = 1, trace: Mapping[str, int] | None = None,
+                  log: Callable[[str], None] = _log) -> list[dict[str, Any]]:
+    """`contest_seed` for seeds 0 .. `seeds` − 1, `jobs` at a time in separate processes."""
+    jobs = max(1, min(jobs, seeds))
+    args = ([cfg] * seeds, [out] * seeds, [methods] * seeds, [grid] * seeds, [epochs] * seeds, list(range(seeds)),
+            [trace] * seeds, [log] * seeds)
+    if jobs == 1:
+        return [contest_seed(*a) for a in zip(*args)]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
+        return list(ex.map(contest_seed, *args))
+
+
+def write_frontier(per_seed: list[dict[str, Any]], path: str | Path, metric: str) -> Path:
+    """`frontier.png` (`report.plot_frontier`) of a contest's seeds, the KL band edges dotted."""
+    return report.plot_frontier(figure_input(per_seed), path, metric, [b for b, _ in BANDS[1:]])
+
+
 def run_contest(cfg: RunConfig, out: str | Path, methods: Sequence[str] = CONTEST_METHODS, grid: str = "full",
                 seeds: int = 3, jobs: int = 1, epochs: int | None = None, grids_file: str | Path | None = None,
                 log: Callable[[str], None] = _log) -> dict[str, Any]:
@@ -456,19 +473,13 @@ def run_contest(cfg: RunConfig, out: str | Path, methods: Sequence[str] = CONTES
     epochs = epochs or g.epochs
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    jobs = max(1, min(jobs, seeds))
-    log(f"writing into {out}: {', '.join(methods)}; grid {grid}, {seeds} seed(s), {jobs} at a time")
-    args = ([cfg] * seeds, [out] * seeds, [methods] * seeds, [g] * seeds, [epochs] * seeds, list(range(seeds)))
-    if jobs == 1:
-        per_seed = [contest_seed(*a) for a in zip(*args)]
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
-            per_seed = list(ex.map(contest_seed, *args))
+    log(f"writing into {out}: {', '.join(methods)}; grid {grid}, {seeds} seed(s), {max(1, min(jobs, seeds))} at a time")
+    per_seed = contest_seeds(cfg, out, methods, g, epochs, seeds, jobs, log=log)
     res = summarise_contest(per_seed, methods, g, epochs)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["config"] = configlib.to_dict(cfg)
     res = jsonable(res)
-    report.plot_frontier(figure_input(per_seed), out / "frontier.png", res["metric"], [b for b, _ in BANDS[1:]])
+    write_frontier(per_seed, out / "frontier.png", res["metric"])
     atomic_write_text(out / "contest.md", contest_markdown(res))
     atomic_write_text(out / "contest.json", json.dumps(res, indent=2, allow_nan=False))
     return res

@@ -384,7 +384,7 @@ def plot_frontier(per_seed: list[dict[str, Any]], path: str | Path, metric: str,
     axes[0][0].set_ylabel(f"test {METRIC_NAMES.get(metric, metric)}")
     caption = ("Each dot: one checkpoint of one grid point, its test value against its exact KL from π0 on the test "
                "contexts; lines: each method's upper frontier (the best value reached at that KL or less); large "
-               "markers: the checkpoints selected on validation; dotted: the KL band edges of contest.md. No "
-               "intervals here (one panel per seed; the band gaps in contest.md carry them).")
+               "markers: the checkpoints selected on validation; dotted: the KL band edges of contest.md (reproduce: "
+               "report.md). No intervals here (one panel per seed; the band gaps in those tables carry them).")
     return _finish(fig, path, title or f"Reward–KL frontier: test {METRIC_NAMES.get(metric, metric)} against KL",
                    caption, legend_of=axes[0][0])

@@ -3,20 +3,27 @@
     recalign reproduce --datasets sim,ml-100k,ml-latest-small --seeds 3 --out DIR
 
 For each dataset (its preset from `presets.py`, then `--set`), and each seed: pretrain π0, train
-the reward model the RLHF baselines need, post-train every method of `--methods` and `exp_sft`
-at every λ of `--lams` from that π0, evaluate all on the same test users. On real data, `K`
-held-out judge reward models (`eval.judges`) score every policy's top-10 as well. On the
-simulator, in addition, the same comparison on fresh worlds at every noise scale of
+the reward model the RLHF baselines need, and run the contest of METHOD.md (`contest.py`: every
+method of `--methods` at every point of its grid in `configs/contest/grids.toml`, `full`, or
+`quick` with `--quick`, each checkpoint a candidate, each method's policy selected on validation
+only, by the `practical` rule and on the simulator the `oracle` rule beside it, read on test with
+its KL from π0 and, on the simulator, E_π[r*]). From the same π0, `sft` and `exp_sft` at every λ
+of `--lams` (each run's final policy: the λ curve). On real data, `K` held-out judge reward
+models (`eval.judges`) score the λ curve's policies. On the simulator, in addition, the same
+comparison (final policies, fixed epochs) on fresh worlds at every noise scale of
 `--noise-scales` (robustness), with `ppo`'s training traced (reward hacking).
 
-Writes `results.json` (every figure), `report.md` (tables, the claims of METHOD.md checked
-against the numbers, the figures) and the PNG figures into `--out`. The claims are stated as
-what the intervals say, whichever way that goes.
+Writes `results.json` (every figure), `report.md` (tables, the claims of METHOD.md read off
+intervals as holds / contradicted / inconclusive, the figures) and the PNG figures
+(`methods.png`, `frontier_<dataset>.png`, `lambda_<dataset>.png`, `noise_<model>.png`,
+`hacking.png`) into `--out`. The claims are stated as what the intervals say, whichever way that
+goes.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import subprocess
 import sys
@@ -34,6 +41,19 @@ from recalign.data.prepared import prepare
 from recalign.errors import InputError
 from recalign.experiments import report
 from recalign.experiments.compare import judge_agreement_over_seeds
+from recalign.experiments.contest import (
+    Grid,
+    check_methods,
+    contest_seed,
+    epochs_override,
+    frontier_table,
+    jsonable,
+    load_grid,
+    protocol_sentence,
+    selected_table,
+    summarise_contest,
+    write_frontier,
+)
 from recalign.experiments.presets import preset_config
 from recalign.experiments.summary import (
     fmt,
@@ -47,7 +67,6 @@ from recalign.experiments.sweep import (
     JudgeCache,
     check_sweep,
     finish_sweep,
-    fixed_methods,
     primary_metric,
     sweep_seed,
 )
@@ -73,12 +92,11 @@ def _git_revision() -> str:
 
 def _sweep_args(kind: str, ds: str, cfg: RunConfig, out: Path, methods: tuple[str, ...], lams: tuple[str, ...],
                 noise_scales: tuple[str, ...]) -> dict[str, Any]:
-    """The sweep behind a part: `main` = the methods and exp_sft's λ grid on `ds`;
+    """The sweep behind a part: `main` = exp_sft's λ grid on `ds` (beside `sft`, from the contest's π0);
     `noise:<model>` = the robustness sweep on the simulator under that noise model."""
-    sim = cfg.data.name == "sim"
-    if kind == "main":
+    if kind == "main":  # the λ curve (the methods' table is the contest's)
         return {"cfg": cfg, "param": "posttrain.lam", "values": list(lams), "methods": ["exp_sft"],
-                "out": out / ds, "fixed": fixed_methods(list(methods), "sft"), "trace": ("ppo",) if sim else ()}
+                "out": out / ds / "lambda", "fixed": ["sft"], "trace": ()}
     noise = kind.split(":", 1)[1]
     return {"cfg": configlib.update(cfg, {"sim": {"noise": noise}}), "param": "sim.noise_scale",
             "values": list(noise_scales), "methods": [m for m in methods if m != "sft"],
@@ -93,15 +111,24 @@ def _judges_job(ds: str, cfg: RunConfig, out: Path) -> float:
 
 
 def _seed_job(kind: str, ds: str, cfg: RunConfig, out: Path, seed: int, methods: tuple[str, ...],
-              lams: tuple[str, ...], noise_scales: tuple[str, ...], judges: bool) -> dict[str, Any]:
-    """Phase 2: one seed of one part (a process of its own with `--jobs`)."""
+              lams: tuple[str, ...], noise_scales: tuple[str, ...], judges: bool,
+              contest: tuple[Grid, int] | None = None) -> dict[str, Any]:
+    """Phase 2: one seed of one part (a process of its own with `--jobs`). `main`: the contest
+    (`contest` = its grid and epochs; `ppo` traced on the simulator), then the λ curve from its π0."""
     t0 = time.perf_counter()
+    done: dict[str, Any] = {"kind": kind, "dataset": ds, "seed": seed}
+    pretrained = None
+    if kind == "main" and contest is not None:
+        grid, epochs = contest
+        trace = {"ppo": max(1, cfg.posttrain.trace_every or 10)} if cfg.data.name == "sim" and "ppo" in methods else None
+        done["contest"] = contest_seed(cfg, out / ds, methods, grid, epochs, seed, trace=trace, log=_log)
+        pretrained = out / ds / f"seed{seed}" / "pretrain"
     a = _sweep_args(kind, ds, cfg, out, methods, lams, noise_scales)
     k = cfg.eval.judges if judges and cfg.data.name != "sim" and kind == "main" else 0
-    res = sweep_seed(a["cfg"], a["param"], a["values"], a["methods"], a["out"], seed, fixed=a["fixed"],
-                     trace=a["trace"], log=lambda m: _log(f"{ds} {kind} seed {seed}: {m}"),
-                     judge_cache=JudgeCache(out / ds, k, _log))
-    return {"kind": kind, "dataset": ds, "seed": seed, "result": res, "seconds": round(time.perf_counter() - t0, 1)}
+    done["result"] = sweep_seed(a["cfg"], a["param"], a["values"], a["methods"], a["out"], seed, fixed=a["fixed"],
+                                trace=a["trace"], log=lambda m: _log(f"{ds} {kind} seed {seed}: {m}"),
+                                judge_cache=JudgeCache(out / ds, k, _log), pretrained=pretrained)
+    return {**done, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _pool_map(fn: Callable, args: list[tuple], jobs: int) -> list:
@@ -111,15 +138,7 @@ def _pool_map(fn: Callable, args: list[tuple], jobs: int) -> list:
         return list(ex.map(fn, *zip(*args)))
 
 
-def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods: tuple[str, ...] = METHODS,
-                  lams: tuple[str, ...] = LAMS, noise_scales: tuple[str, ...] = NOISE_SCALES,
-                  noise_models: tuple[str, ...] = NOISE_MODELS, quick: bool = False,
-                  overrides: list[str] | None = None, data_dir: str | None = None, judges: bool = True,
-                  jobs: int = 1, resume: bool = False) -> dict[str, Any]:
-    """Run every part, seed by seed, `jobs` at a time (separate processes, one torch thread each),
-    then write `results.json`, `report.md` and the figures into `out`. With `resume`, runs that
-    finished in `out` before are reused and interrupted ones continue."""
-    out = Path(out)
+def _check(out: Path, datasets: list[str], methods: tuple[str, ...], jobs: int, resume: bool) -> None:
     if (out / "results.json").exists():
         raise InputError("output folder already holds results.json; choose another --out", path=out)
     if out.is_dir() and any(out.iterdir()) and not resume:
@@ -131,6 +150,42 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
         raise InputError("--datasets is empty")
     if jobs < 1:
         raise InputError(f"--jobs must be >= 1; got {jobs}")
+
+
+def _main_results(ds: str, cfg: RunConfig, mine: list[dict[str, Any]], sw: dict[str, Any], methods: tuple[str, ...],
+                  contest: tuple[Grid, int], out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A dataset's entry of `results["datasets"]` (the λ curve's summary with the contest's
+    results under `contest`) and its traces (ppo's practical selections); writes
+    `frontier_<ds>.png`."""
+    per_seed = [d["contest"] for d in mine]
+    grid, epochs = contest
+    res = jsonable(summarise_contest(per_seed, list(methods), grid, epochs))
+    write_frontier(per_seed, out / f"frontier_{ds}.png", res["metric"])
+    entry = {"config": configlib.to_dict(cfg), "metric": primary_metric(cfg), **sw["summary"], "contest": res,
+             "judge_families": judge_agreement_over_seeds([s["base"] for s in sw["per_seed"] if "base" in s])}
+    traces = {}
+    if cfg.data.name == "sim" and "ppo" in methods:
+        runs = [out / ds / f"seed{d['seed']}" / d["contest"]["methods"]["ppo"]["selected"]["practical"]["run"]
+                for d in mine]
+        traces[f"ppo, {cfg.sim.noise} noise {cfg.sim.noise_scale:g} (contest, practical selection)"] = [
+            report.read_trace(r) for r in runs]
+    return entry, traces
+
+
+def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods: tuple[str, ...] = METHODS,
+                  lams: tuple[str, ...] = LAMS, noise_scales: tuple[str, ...] = NOISE_SCALES,
+                  noise_models: tuple[str, ...] = NOISE_MODELS, quick: bool = False,
+                  overrides: list[str] | None = None, data_dir: str | None = None, judges: bool = True,
+                  jobs: int = 1, resume: bool = False, grid: str | None = None) -> dict[str, Any]:
+    """Run every part, seed by seed, `jobs` at a time (separate processes, one torch thread each),
+    then write `results.json`, `report.md` and the figures into `out`. The contest runs on `grid`
+    (None: `quick` with `quick`, else `full`; `--set posttrain.epochs=N` wins over its epochs).
+    With `resume`, runs that finished in `out` before are reused and interrupted ones continue."""
+    out = Path(out)
+    _check(out, datasets, methods, jobs, resume)
+    g = load_grid(grid or ("quick" if quick else "full"))
+    methods = tuple(check_methods(g, methods))
+    contest = (g, epochs_override(overrides or []) or g.epochs)
     cfgs = {ds: preset_config(ds, quick, overrides, data_dir) for ds in datasets}  # bad keys fail here
     for noise in noise_models:
         configlib.update(RunConfig(), {"sim": {"noise": noise}})  # an unknown noise model fails here
@@ -145,11 +200,11 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
     parts = [("main", ds) for ds in real]
     parts += [(f"noise:{n}", ds) for ds, c in cfgs.items() if c.data.name == "sim" and noise_scales for n in noise_models]
     parts += [("main", ds) for ds, c in cfgs.items() if c.data.name == "sim"]
-    args = [(kind, ds, cfgs[ds], out, i, tuple(methods), tuple(lams), tuple(noise_scales), judges)
-            for kind, ds in parts for i in range(seeds)]
+    args = [(kind, ds, cfgs[ds], out, i, tuple(methods), tuple(lams), tuple(noise_scales), judges,
+             contest if kind == "main" else None) for kind, ds in parts for i in range(seeds)]
     done = _pool_map(_seed_job, args, jobs)
     results: dict[str, Any] = {"datasets": {}, "noise": {}, "seeds": seeds, "methods": list(methods),
-                               "lams": list(lams), "noise_scales": list(noise_scales), "quick": quick,
+                               "grid": g.name, "lams": list(lams), "noise_scales": list(noise_scales), "quick": quick,
                                "overrides": list(overrides or []), "git_revision": revision, "jobs": jobs,
                                "seconds": {f"{ds} judges": t for ds, t in zip(real, judge_seconds)}, "traces": {}}
     for kind, ds in sorted(parts, key=lambda p: (datasets.index(p[1]), p[0])):  # the order asked for
@@ -158,12 +213,8 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
         sw = finish_sweep([d["result"] for d in mine], a["cfg"], a["param"], a["values"], a["methods"], a["fixed"],
                           "sft", a["trace"])
         if kind == "main":
-            results["datasets"][ds] = {"config": configlib.to_dict(cfgs[ds]), "metric": primary_metric(cfgs[ds]),
-                                       **sw["summary"], "judge_families": judge_agreement_over_seeds(
-                                           [s["base"] for s in sw["per_seed"] if "base" in s])}
-            if "ppo" in sw["traces"]:
-                results["traces"][f"ppo, {cfgs[ds].sim.noise} noise {cfgs[ds].sim.noise_scale:g} (main run)"] = \
-                    sw["traces"]["ppo"]
+            results["datasets"][ds], traces = _main_results(ds, cfgs[ds], mine, sw, methods, contest, out)
+            results["traces"].update(traces)
         else:
             noise = a["cfg"].sim.noise
             results["noise"][f"{ds} ({noise} noise)"] = {**sw["summary"], "noise": noise}
@@ -182,8 +233,51 @@ def _delta(table: dict[str, Any], name: str, metric: str) -> dict[str, Any] | No
 
 
 def _all_deltas(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every Δ vs sft of the methods' tables (what the report's tables show)."""
-    return [d for r in results["datasets"].values() for s in r["fixed"].values() for d in s.get("delta", {}).values()]
+    """Every Δ vs sft of the methods' tables (what the report's tables show): the contests' and
+    the fixed methods'."""
+    fixed = [d for r in results["datasets"].values() for s in r["fixed"].values() for d in s.get("delta", {}).values()]
+    return fixed + [d for r in results["datasets"].values() for m in r.get("contest", {}).get("methods", {}).values()
+                    for d in m["delta_vs_sft"].values()]
+
+
+def _finite(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An interval read back from JSON (null where undefined) with NaN there instead."""
+    return None if d is None else {**d, **{k: math.nan for k in ("lo", "hi") if d.get(k) is None}}
+
+
+def _picks(sels: list[dict[str, Any]]) -> str:
+    return "; ".join(", ".join([f"{k}={v}" for k, v in s["knobs"].items()] + [f"step {s['step']}"]) for s in sels)
+
+
+def _claim1_contest(ds: str, c: dict[str, Any]) -> str:
+    """Claim 1 off the contest: exp_sft's selected policy against sft's, under each rule."""
+    m = c["methods"]["exp_sft"]
+    parts = []
+    for rule in c["rules"]:
+        d = _finite(m["delta_vs_sft"][rule])
+        parts.append(f"{rule} rule (selected {_picks(m['selected'][rule])}; KL(π‖π0) {fmt(m['kl'][rule]['mean'], 4)}): "
+                     f"Δ = {fmt_interval(d, 3, True)} ({d['interval']}), {d['seeds_positive']}/{d['seeds']} seeds "
+                     f"positive → **{verdict(d)}**")
+    return (f"**Claim 1** ({ds}): `exp_sft` beats `sft` on the true value, each selected on validation from its "
+            f"`{c['grid']}` grid: " + "; ".join(parts) + ".")
+
+
+def _claim4_contest(ds: str, r: dict[str, Any]) -> str:
+    """Claim 4 off the contest (practical rule): exp_sft's Δ high/NDCG@10 vs sft and vs
+    linear_sft, and plain NDCG@10 of the selected checkpoints (per seed, t over seeds)."""
+    m = r["contest"]["methods"]
+    d = _finite(m["exp_sft"]["delta_vs_sft"]["practical"])
+    plain = seed_interval([a["test"]["ndcg@10"] - b["test"]["ndcg@10"] for a, b in
+                           zip(m["exp_sft"]["selected"]["practical"], m["sft"]["selected"]["practical"])])
+    parts = [f"high/ndcg@10 vs sft rises: {_read(d, 'positive', 4)}",
+             f"ndcg@10 vs sft falls (a collapse; per seed, t over seeds): {_read(plain, 'negative', 4)}"]
+    if "linear_sft" in m:
+        diff = _per_seed_diff(d, m["linear_sft"]["delta_vs_sft"]["practical"])
+        parts.append(f"high/ndcg@10 exp_sft − linear_sft > 0: {_read(diff, 'positive', 4)}")
+    best = max(r["series"]["exp_sft"], key=lambda p: p.get("high/ndcg@10", {}).get("mean", -1))
+    return (f"**Claim 4** ({ds}): `exp_sft`, selected on validation by the practical rule "
+            f"({_picks(m['exp_sft']['selected']['practical'])}): {'; '.join(parts)}. Over λ (final policies), the "
+            f"mean high/NDCG@10 peaks at λ = {best['value']} ({fmt(best.get('high/ndcg@10', {}).get('mean'), 4)}).")
 
 
 def _per_seed_diff(x: dict[str, Any] | None, y: dict[str, Any] | None, sub: dict[str, Any] | None = None,
@@ -209,15 +303,18 @@ def _read(d: dict[str, Any] | None, direction: str = "positive", digits: int = 3
 
 
 def _claim1(ds: str, r: dict[str, Any], seeds: int) -> list[str]:
-    d = _delta(r["fixed"], "exp_sft", "true_value")
-    kind = f" ({d['interval']})" if d and "interval" in d else ""
-    lines = [f"**Claim 1** ({ds}): `exp_sft` (λ = {r['config']['posttrain']['lam']:g}) beats `sft` on the true value: "
-             f"Δ = {fmt_interval(d, 3, True)}{kind}, {d['seeds_positive'] if d else 0}/{seeds} seeds positive "
-             f"→ **{verdict(d)}**."]
+    if "exp_sft" in r.get("contest", {}).get("methods", {}):
+        lines = [_claim1_contest(ds, r["contest"])]
+    else:  # results written before the contest: the fixed-epoch table
+        d = _delta(r["fixed"], "exp_sft", "true_value")
+        kind = f" ({d['interval']})" if d and "interval" in d else ""
+        lines = [f"**Claim 1** ({ds}): `exp_sft` (λ = {r['config']['posttrain']['lam']:g}) beats `sft` on the true "
+                 f"value: Δ = {fmt_interval(d, 3, True)}{kind}, {d['seeds_positive'] if d else 0}/{seeds} seeds "
+                 f"positive → **{verdict(d)}**."]
     by: dict[str, list[str]] = {}
     for p in r["series"]["exp_sft"]:
         by.setdefault(verdict(p.get("delta", {}).get("true_value")), []).append(p["value"])
-    lines.append(f"  Over the λ grid {{{', '.join(r['values'])}}}: " + "; ".join(
+    lines.append(f"  Over the λ grid {{{', '.join(r['values'])}}} (final policies): " + "; ".join(
         f"{v} at λ ∈ {{{', '.join(lams)}}}" for v, lams in by.items()) + ".")
     return lines
 
@@ -270,6 +367,8 @@ def _trace_lines(traces: dict[str, Any]) -> list[str]:
 
 
 def _claim4(ds: str, r: dict[str, Any]) -> str:
+    if {"exp_sft", "sft"} <= set(r.get("contest", {}).get("methods", {})):
+        return _claim4_contest(ds, r)
     parts = []
     for metric, direction, what in (("high/ndcg@10", "positive", "rises"), ("judge_value", "positive", "rises"),
                                     ("ndcg@10", "negative", "falls (a collapse)")):
@@ -320,6 +419,23 @@ def claims(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _methods_tables(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """`methods.png`'s panels: per dataset and rule, the contest's Δ vs sft of each selected
+    policy (results without a contest: the fixed-epoch table)."""
+    tables, metrics = {}, {}
+    for ds, r in results["datasets"].items():
+        c = r.get("contest")
+        if c is None:
+            tables[ds], metrics[ds] = r["fixed"], r["metric"]
+            continue
+        for rule in c["rules"]:
+            key = f"{ds}, {rule} rule"
+            tables[key] = {n: {"delta": {c["metric"]: _finite(m["delta_vs_sft"][rule])}}
+                           for n, m in c["methods"].items() if rule in m["delta_vs_sft"]}
+            metrics[key] = c["metric"]
+    return tables, metrics
+
+
 def write_report(results: dict[str, Any], out: Path) -> Path:
     figs: list[tuple[str, str]] = []
     for ds, r in results["datasets"].items():
@@ -332,9 +448,12 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                            "ppo: the reward model's score (left) vs the true value (right) along training")
     if p is not None:
         figs.append(("reward hacking along ppo training", p.name))
-    tables = {ds: r["fixed"] for ds, r in results["datasets"].items()}
-    p = report.plot_methods(tables, out / "methods.png", {ds: r["metric"] for ds, r in results["datasets"].items()})
+    tables, metrics = _methods_tables(results)
+    p = report.plot_methods(tables, out / "methods.png", metrics,
+                            note="Contest: each method's policy selected on validation (one panel per rule).")
     figs.append(("methods against sft", p.name))
+    figs += [(f"reward–KL frontier, {ds}", f"frontier_{ds}.png") for ds, r in results["datasets"].items()
+             if "contest" in r]
 
     md = ["# recalign reproduce", "",
           f"Datasets {', '.join(results['datasets'])}; {results['seeds']} seed(s) (each seed: new data on the simulator, "
@@ -349,7 +468,12 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     for ds, r in results["datasets"].items():
         metrics = (["true_value", "normalised_value", "ndcg@10", "high/ndcg@10"] if r["metric"] == "true_value"
                    else ["ndcg@10", "high/ndcg@10"] + (["judge_value"] if any("judge_value" in s for s in r["fixed"].values()) else []))
-        md += ["", f"## {ds}", "", report.methods_markdown(r["fixed"], metrics), ""]
+        md += ["", f"## {ds}", ""]
+        if "contest" in r:
+            md += ["### The contest: each method selected on validation, read on test", "",
+                   protocol_sentence(r["contest"]), "", *selected_table(r["contest"]), "", *frontier_table(r["contest"]),
+                   "", f"### The λ curve's runs (final policies after {r['config']['posttrain']['epochs']} epoch(s))", ""]
+        md += [report.methods_markdown(r["fixed"], metrics), ""]
         if any("judge_spread" in s for s in r["fixed"].values()):
             spread = max(s.get("judge_spread", 0) for s in r["fixed"].values())
             md.append(f"Judge ensemble: {r['config']['eval']['judges']} reward models trained on every interaction; "

@@ -14,6 +14,12 @@ Any field can be swept. What is shared follows from what the field changes:
 
 Seed `i` adds `i` to `sim.seed` and `train.seed`, so on the simulator every seed is a new world.
 The primary metric is the simulator's true value, else NDCG@10 on the high-reward targets.
+
+By default every run is read at its end (its final policy, after `posttrain.epochs`). With
+`--select RULE` (`practical`, or `oracle` on the simulator; `selection.py`) every run is
+checkpointed `--checkpoints` times (plus step 0 and the end) and read at its checkpoint selected
+on validation by that rule, as the contest does (one grid point: only the step is chosen);
+`results.json`'s `select` holds the rule and the selected step of every run and seed.
 """
 
 from __future__ import annotations
@@ -30,9 +36,12 @@ from recalign.data.prepared import Prepared, fingerprint, prepare
 from recalign.errors import InputError
 from recalign.experiments.compare import Variant, compare_methods
 from recalign.experiments.report import read_trace
+from recalign.experiments.selection import RULES, apply_selection, checkpoint_every, rules_for
 from recalign.experiments.summary import label_summary
 from recalign.posttrain.registry import COMMON_KNOBS, get_method
 from recalign.stages.judge import train_judges
+
+CHECKPOINTS = 4  # with --select: checkpoints after step 0 in every run
 
 
 def _log(msg: str) -> None:
@@ -102,31 +111,49 @@ def check_sweep(cfg: RunConfig, param: str, values: list[str], methods: list[str
                              f"leave it out of --methods")
 
 
+def _probe(cfg: RunConfig, data: Prepared, checkpoints: int) -> list[str]:
+    """The `--set` pair that checkpoints a run of `cfg` `checkpoints` times (none when 0)."""
+    return [f"posttrain.checkpoint_every={checkpoint_every(cfg, data.seq.n_windows, checkpoints)}"] if checkpoints else []
+
+
+def _compare(cfg: RunConfig, out: Path, variants: dict[str, Variant], data: Prepared, judges: list | None,
+             select: str | None, log: Callable[[str], None], pretrained: Path | None = None) -> dict[str, Any]:
+    res = compare_methods(cfg, out, variants, data=data, judges=judges, log=log, pretrained=pretrained)
+    return apply_selection(res, select) if select else res
+
+
 def sweep_seed(cfg: RunConfig, param: str, values: list[str], methods: list[str], out: str | Path, seed: int, *,
                fixed: list[str], trace: tuple[str, ...] = (), log: Callable[[str], None] = _log,
-               judge_cache: JudgeCache | None = None) -> dict[str, Any]:
+               judge_cache: JudgeCache | None = None, select: str | None = None,
+               checkpoints: int = CHECKPOINTS, pretrained: Path | None = None) -> dict[str, Any]:
     """Seed `seed` of a sweep (independent of the other seeds: parallel processes may run them).
-    Returns `{"base": comparison}` for a `posttrain.*` field, else `{value: comparison}`."""
+    Returns `{"base": comparison}` for a `posttrain.*` field, else `{value: comparison}`. With
+    `select` (a rule of `selection.RULES`), every run is checkpointed `checkpoints` times and its
+    figures are those of its checkpoint selected on validation (`selection.apply_selection`).
+    `pretrained` (a `posttrain.*` field only): the π0 run every policy starts from, instead of one
+    pretrained under the seed's folder."""
     out = Path(out)
     scfg = seeded(cfg, seed)
     judge_cache = judge_cache or JudgeCache(out, 0, log)
+    n = checkpoints if select else 0
     if shares_pretraining(param):
         data = prepare(scfg)
-        variants: dict[str, Variant] = {m: (m, trace_settings(m, scfg, trace)) for m in fixed}
+        variants: dict[str, Variant] = {m: (m, trace_settings(m, scfg, trace) + _probe(scfg, data, n)) for m in fixed}
         for m in methods:
             for v in values:
-                variants[variant_label(m, param, v)] = (m, [f"{param}={v}"] + trace_settings(m, scfg, trace))
+                variants[variant_label(m, param, v)] = (m, [f"{param}={v}"] + trace_settings(m, scfg, trace)
+                                                        + _probe(with_value(scfg, param, v), data, n))
         log(f"{scfg.data.name} seed {seed}: {len(variants)} policies from one π0")
-        return {"base": compare_methods(scfg, out / f"seed{seed}", variants, data=data,
-                                        judges=judge_cache.get(scfg, data), log=log)}
+        return {"base": _compare(scfg, out / f"seed{seed}", variants, data, judge_cache.get(scfg, data), select, log,
+                                 pretrained)}
     by_value = {}
     for v in values:
         vcfg = with_value(scfg, param, v)
         data = prepare(vcfg)
         log(f"{vcfg.data.name} seed {seed}, {param}={v}")
-        variants = {m: (m, trace_settings(m, vcfg, trace)) for m in dict.fromkeys(fixed + methods)}
-        by_value[v] = compare_methods(vcfg, out / f"seed{seed}" / f"{param}={v}", variants, data=data,
-                                      judges=judge_cache.get(vcfg, data), log=log)
+        variants = {m: (m, trace_settings(m, vcfg, trace) + _probe(vcfg, data, n)) for m in dict.fromkeys(fixed + methods)}
+        by_value[v] = _compare(vcfg, out / f"seed{seed}" / f"{param}={v}", variants, data,
+                               judge_cache.get(vcfg, data), select, log)
     return by_value
 
 
@@ -135,30 +162,60 @@ def fixed_methods(fixed: list[str] | None, baseline: str) -> list[str]:
 
 
 def finish_sweep(per_seed: list[dict[str, Any]], cfg: RunConfig, param: str, values: list[str],
-                 methods: list[str], fixed: list[str], baseline: str, trace: tuple[str, ...]) -> dict[str, Any]:
+                 methods: list[str], fixed: list[str], baseline: str, trace: tuple[str, ...],
+                 select: str | None = None) -> dict[str, Any]:
     shared = shares_pretraining(param)
-    return {"summary": summarise_sweep(per_seed, param, values, methods, fixed, baseline, shared,
-                                       primary_metric(cfg)),
-            "per_seed": per_seed, "traces": collect_traces(per_seed, param, values, trace, shared)}
+    summary = summarise_sweep(per_seed, param, values, methods, fixed, baseline, shared, primary_metric(cfg))
+    if select:
+        summary["select"] = {"rule": select, "metric": RULES[select], "steps": selected_steps(per_seed)}
+    return {"summary": summary, "per_seed": per_seed, "traces": collect_traces(per_seed, param, values, trace, shared)}
+
+
+def selected_steps(per_seed: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """`{label (value/label for a non-posttrain field): [selected step of each seed]}`."""
+    out: dict[str, list[int]] = {}
+    for s in per_seed:
+        for key, res in s.items():
+            for label, sel in res.get("selected", {}).items():
+                out.setdefault(label if key == "base" else f"{key}/{label}", []).append(sel["step"])
+    return out
+
+
+def check_select(cfg: RunConfig, select: str | None, judges: int, checkpoints: int) -> None:
+    """Fail fast on an unknown rule, the oracle rule on real data, judges with selection (they
+    score final policies) or fewer than one checkpoint."""
+    if select is None:
+        return
+    if select not in rules_for(cfg.data.name == "sim"):
+        raise InputError(f"--select {select}: valid rules here: {', '.join(rules_for(cfg.data.name == 'sim'))} "
+                         "(oracle needs the simulator's true rewards)")
+    if judges:
+        raise InputError("--select replaces each policy by a checkpoint; --judges scores final policies: use one")
+    if checkpoints < 1:
+        raise InputError(f"--checkpoints must be at least 1, got {checkpoints}")
 
 
 def run_sweep(cfg: RunConfig, param: str, values: list[str], methods: list[str], out: str | Path, *,
               seeds: int = 1, fixed: list[str] | None = None, baseline: str = "sft", judges: int = 0,
               trace: tuple[str, ...] = (), log: Callable[[str], None] = _log,
-              judge_cache: JudgeCache | None = None) -> dict[str, Any]:
+              judge_cache: JudgeCache | None = None, select: str | None = None,
+              checkpoints: int = CHECKPOINTS) -> dict[str, Any]:
     """Run the sweep, seed after seed; returns `{"summary": JSON-able figures, "per_seed": raw
-    per-seed results, "traces": ...}`.
+    per-seed results, "traces": ...}`. `select` (None: every run's final policy) reads each run
+    at its checkpoint selected on validation by that rule (`sweep_seed`); `summary["select"]`
+    then names the rule and the selected steps.
 
     `summary["series"][method]` is a list over `values` of `label_summary` dicts (+ `value`);
     `summary["fixed"][label]` the fixed methods (shared sweeps). `trace` names methods whose
     training is traced (`posttrain.trace_every`, for the reward-hacking figure). Finished runs
     found under `out` are reused (an interrupted sweep continues)."""
     check_sweep(cfg, param, values, methods)
+    check_select(cfg, select, judges, checkpoints)
     fixed = fixed_methods(fixed, baseline)
     judge_cache = judge_cache or JudgeCache(Path(out), judges, log)
     per_seed = [sweep_seed(cfg, param, values, methods, out, i, fixed=fixed, trace=trace, log=log,
-                           judge_cache=judge_cache) for i in range(seeds)]
-    return finish_sweep(per_seed, cfg, param, values, methods, fixed, baseline, trace)
+                           judge_cache=judge_cache, select=select, checkpoints=checkpoints) for i in range(seeds)]
+    return finish_sweep(per_seed, cfg, param, values, methods, fixed, baseline, trace, select)
 
 
 def collect_traces(per_seed: list[dict[str, Any]], param: str, values: list[str], trace: tuple[str, ...],

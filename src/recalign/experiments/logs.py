@@ -1,0 +1,54 @@
+"""Progress lines of experiments that run seeds in parallel processes: every line a process
+writes to stderr starts with its label (`[seed N] `), whole lines at a time."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class LabelledStream:
+    """A text stream that starts every line it passes on to `stream` with `label` (also after a
+    carriage return: progress bars), writing whole lines at a time so that the lines of parallel
+    processes do not mix mid-line. Other attributes (isatty, fileno, encoding) are the stream's."""
+
+    def __init__(self, stream, label: str):
+        self.stream, self.label, self.buffer, self.at_start = stream, label, "", True
+
+    def write(self, text: str) -> int:
+        self.buffer += text
+        cut = max(self.buffer.rfind("\n"), self.buffer.rfind("\r")) + 1
+        if cut:
+            self._emit(self.buffer[:cut])
+            self.buffer = self.buffer[cut:]
+        return len(text)
+
+    def _emit(self, text: str) -> None:
+        if not text:
+            return
+        out = re.sub(r"([\n\r])(?=[^\n\r])", lambda m: m.group(1) + self.label, text)
+        self.stream.write((self.label if self.at_start and text[0] not in "\r\n" else "") + out)
+        self.at_start = text[-1] in "\r\n"
+
+    def flush(self) -> None:
+        self._emit(self.buffer)
+        self.buffer = ""
+        self.stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def labelled_stderr(label: str) -> Iterator[None]:
+    """Every line written to `sys.stderr` meanwhile (ours, the training loop's, warnings) starts
+    with `label`."""
+    old = sys.stderr
+    sys.stderr = stream = LabelledStream(old, label)
+    try:
+        yield
+    finally:
+        stream.flush()
+        sys.stderr = old
