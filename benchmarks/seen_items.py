@@ -44,7 +44,10 @@ def seen_item_effect(run: str) -> dict:
     out = {"run": run, "users": len(n_seen), "seen_share_of_top10": float(n_seen.mean() / 10),
            "users_with_seen_in_top10": float(any_seen.mean()),
            "ndcg@10_masked": float(ndcg(rm, 10).mean()), "ndcg@10_unmasked": float(ndcg(ru, 10).mean()),
-           "mean_rank_shift": float((ru - rm).mean())}
+           "mean_rank_shift": float((ru - rm).mean()),
+           # what the unmasked NDCG@10 pays: seen items ranked above a target that is in the masked top-10
+           "seen_above_top10_target": float((ru - rm)[rm <= 10].mean()) if (rm <= 10).any() else float("nan"),
+           "top10_targets_kept": float((ru[rm <= 10] <= 10).mean()) if (rm <= 10).any() else float("nan")}
     for name, sel in (("with_seen", any_seen), ("without_seen", ~any_seen)):
         if sel.any():
             out[f"ndcg@10_unmasked_{name}"] = float(ndcg(ru[sel], 10).mean())
@@ -62,7 +65,10 @@ def main() -> int:
         print(r["run"])
         print(f"  seen items: {r['seen_share_of_top10']:.3f} of top-10 slots; users with any: "
               f"{r['users_with_seen_in_top10']:.3f}; target rank moves by {r['mean_rank_shift']:.1f} when unmasked")
-        print(f"  NDCG@10 masked {r['ndcg@10_masked']:.4f}, unmasked {r['ndcg@10_unmasked']:.4f}")
+        print(f"  NDCG@10 masked {r['ndcg@10_masked']:.4f}, unmasked {r['ndcg@10_unmasked']:.4f} "
+              f"(ratio {r['ndcg@10_unmasked'] / r['ndcg@10_masked']:.3f})")
+        print(f"  targets in the masked top-10: {r['seen_above_top10_target']:.2f} seen items above each when unmasked; "
+              f"{r['top10_targets_kept']:.3f} of them stay in the top-10")
         for name in ("with_seen", "without_seen"):
             if f"ndcg@10_unmasked_{name}" in r:
                 print(f"  users {name.replace('_', ' ')} in top-10: NDCG@10 unmasked {r[f'ndcg@10_unmasked_{name}']:.4f}, "

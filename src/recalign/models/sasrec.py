@@ -16,8 +16,10 @@ Choices (the paper's where it states one):
   Adam moves a parameter by about `lr` per step whatever its scale, so a small table moves its
   logits fast; the earlier N(0, 1/D) table needed two to three times the epochs. Without the sqrt(D)
   scaling SASRec learned far more slowly on ml-latest-small (9.7k items, most rarely seen), but
-  ranked better on ml-100k with seen items left in the ranking (RecBole's protocol); why is open.
-  Measurements: benchmarks/README.md, "Initialisation". Positions are right-aligned: the
+  ranked better on ml-100k with seen items left in the ranking (RecBole's protocol): it puts
+  fewer already-rated items in its top-10 (benchmarks/README.md, "Which π0" and
+  "Initialisation"). `model.score = cosine` scores L2-normalised states and item vectors instead
+  of raw dot products (the HSTU reference code's choice; `recommender.py`). Positions are right-aligned: the
   most recent item (position L-1 of the left-padded input) always gets index `max_len - 1`, so a
   history's states do not depend on how much padding precedes it.
 - Attention: `scaled_dot_product_attention` with a boolean mask `causal AND (key is an item OR
