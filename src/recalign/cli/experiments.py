@@ -221,12 +221,18 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                    "simulator only) instead of at its end (the default)")
     p.add_argument("--checkpoints", type=int, default=4, help="with --select: checkpoints after step 0 in every run "
                    "(default 4; step 0 and the end are candidates too)")
-    p.add_argument("--quick", action="store_true", help="the preset's quick variant (smoke test)")
-    p.add_argument("--world", metavar="NAME", help=WORLD_HELP + " (the dataset must be sim)")
-    p.add_argument("--out", help="output folder (default: a new temp folder)")
-    add_config_args(p)
-    add_json_arg(p, "print the summary (as in results.json) as one JSON object on stdout")
+    _add_run_args(p, "the preset's quick variant (smoke test)", WORLD_HELP + " (the dataset must be sim)",
+                  "output folder (default: a new temp folder)", "the summary (as in results.json)")
     p.set_defaults(func=cmd_sweep)
+
+
+def _add_run_args(p: argparse.ArgumentParser, quick_help: str, world_help: str, out_help: str, what: str) -> None:
+    """The options every multi-run experiment shares: --quick, --world, --out, --config/--set, --json."""
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--world", metavar="NAME", help=world_help)
+    p.add_argument("--out", help=out_help)
+    add_config_args(p)
+    add_json_arg(p, f"print {what} as one JSON object on stdout")
 
 
 def _add_contest(sub: argparse._SubParsersAction) -> None:
@@ -242,11 +248,9 @@ def _add_contest(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds (each: new simulated world, new π0 and reward model; "
                    "default 3)")
     p.add_argument("--jobs", type=int, default=0, help="seeds run in parallel processes (default: one per CPU core)")
-    p.add_argument("--quick", action="store_true", help="the preset's quick variant and the quick grid (smoke test)")
-    p.add_argument("--world", metavar="NAME", help=WORLD_HELP + " (the dataset must be sim)")
-    p.add_argument("--out", help="output folder (default: a new temp folder)")
-    add_config_args(p)
-    add_json_arg(p, "print the results (as in contest.json, without the config) as one JSON object on stdout")
+    _add_run_args(p, "the preset's quick variant and the quick grid (smoke test)",
+                  WORLD_HELP + " (the dataset must be sim)", "output folder (default: a new temp folder)",
+                  "the results (as in contest.json, without the config)")
     p.set_defaults(func=cmd_contest)
 
 
@@ -264,12 +268,9 @@ def _add_phase(sub: argparse._SubParsersAction) -> None:
                    "default 3)")
     p.add_argument("--jobs", type=int, default=0, help="seeds of a cell run in parallel processes (default: one per "
                    "CPU core)")
-    p.add_argument("--quick", action="store_true", help="the preset's quick variant and the quick contest grid "
-                   "(smoke test)")
-    p.add_argument("--world", metavar="NAME", help=WORLD_HELP)
-    p.add_argument("--out", help="output folder (default: a new temp folder); finished cells found there are reused")
-    add_config_args(p)
-    add_json_arg(p, "print the results (as in phase.json) as one JSON object on stdout")
+    _add_run_args(p, "the preset's quick variant and the quick contest grid (smoke test)", WORLD_HELP,
+                  "output folder (default: a new temp folder); finished cells found there are reused",
+                  "the results (as in phase.json)")
     p.set_defaults(func=cmd_phase)
 
 
