@@ -86,7 +86,7 @@ def run_one(job: tuple[str, str, str, int], args: argparse.Namespace, work: Path
 
 def table(results: list[dict]) -> str:
     rows = ["| dataset | model | candidate | seeds | masked NDCG@10 | masked high/NDCG@10 | unmasked NDCG@10 | "
-            "unmasked HR@10 | best epoch | s/epoch | load |", "|" + "---|" * 11]
+            "unmasked HR@10 | best epoch (by seed) | s/epoch | load |", "|" + "---|" * 11]
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         if "error" not in r:
@@ -97,6 +97,7 @@ def table(results: list[dict]) -> str:
         return f"{a.mean():.4f} ± {a.std(ddof=1) if len(a) > 1 else 0:.4f}"
 
     for (d, m, c), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["seed"])  # best epochs in seed order
         rows.append(f"| {d} | {m} | {c} | {len(rs)} | {ms([r['test']['ndcg@10'] for r in rs])} | "
                     f"{ms([r['test']['high/ndcg@10'] for r in rs])} | {ms([r['test_unmasked']['ndcg@10'] for r in rs])} | "
                     f"{ms([r['test_unmasked']['hr@10'] for r in rs])} | "
