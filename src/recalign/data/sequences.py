@@ -118,6 +118,12 @@ class SequenceData:
         return (torch.from_numpy(np.where(valid, self.tokens[rows], 0)),
                 torch.from_numpy(np.where(valid, self.ts[rows], 0)))
 
+    def context_steps(self, targets: Targets, idx: np.ndarray | None = None) -> np.ndarray:
+        """Logged interactions in each target's context (of the targets `idx`, default all): the
+        simulator's `step`, so that its true rewards are those of that moment."""
+        users, end = (targets.users, targets.context_end) if idx is None else (targets.users[idx], targets.context_end[idx])
+        return end - self.split.offsets[users]
+
     def seen_items(self, targets: Targets, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """CSR `(indptr [B+1], tokens [nnz])` of every item in each context (whole history, not
         only the last `max_len`), for masking already-seen items."""

@@ -57,11 +57,6 @@ def _log_probs(model: Recommender, seq: SequenceData, targets: Targets, idx: np.
     return model.log_probs(user_queries(model, seq, targets, idx, device)).double()
 
 
-def _steps(seq: SequenceData, targets: Targets, idx: np.ndarray) -> np.ndarray:
-    """Interactions in each context: the simulator's `step` of the target contexts `idx`."""
-    return targets.context_end[idx] - seq.split.offsets[targets.users[idx]]
-
-
 @torch.no_grad()
 def whole_policy(model: Recommender, seq: SequenceData, targets: Targets, cfg: EvalConfig,
                  reference: Recommender | None = None, simulator: Any = None) -> dict[str, np.ndarray]:
@@ -80,7 +75,7 @@ def whole_policy(model: Recommender, seq: SequenceData, targets: Targets, cfg: E
                 kl.append((logp[:, 1:].exp() * (logp[:, 1:] - ref[:, 1:])).sum(-1).cpu().numpy())
             if simulator is not None:
                 ev.append(simulator.expected_value_dist(targets.users[idx], logp[:, 1:].cpu().numpy(), kind="logits",
-                                                        step=_steps(seq, targets, idx)))
+                                                        step=seq.context_steps(targets, idx)))
     finally:
         for m, was in zip(models, modes):
             m.train(was)

@@ -68,10 +68,9 @@ def evaluate_targets(model: Recommender, seq: SequenceData, targets: Targets, cf
                                   temperature=model.cfg.temperature).cpu())
         if simulator is not None:
             _, tokens = topk_items(q, weight, 10, exclude=exclude, item_chunk=cfg.item_chunk)
-            users = targets.users[idx]
-            steps = targets.context_end[idx] - seq.split.offsets[users]  # interactions in the context
-            values.append(simulator.policy_value(users, tokens.cpu().numpy() - 1, step=steps))
-            tops.append(tokens.cpu().numpy() - 1)
+            codes = tokens.cpu().numpy() - 1
+            values.append(simulator.policy_value(targets.users[idx], codes, step=seq.context_steps(targets, idx)))
+            tops.append(codes)
     r = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
     if distributed.is_distributed():
         r = distributed.all_gather_array(r.astype(np.int64))

@@ -56,11 +56,6 @@ def error_by_decile(pred: np.ndarray, true: np.ndarray, propensity: np.ndarray, 
     return out
 
 
-def _steps(seq: SequenceData, targets: Targets) -> np.ndarray:
-    """Logged interactions in each target's context (the simulator's `step`)."""
-    return targets.context_end - seq.split.offsets[targets.users]
-
-
 @torch.no_grad()
 def rm_predictions(rm: RewardModel, seq: SequenceData, targets: Targets, items: np.ndarray,
                    batch_size: int = 512) -> np.ndarray:
@@ -84,7 +79,7 @@ def rm_topk_error(rm: RewardModel, simulator: Any, seq: SequenceData, targets: T
     in the targets' contexts: `error_summary` over every (context, listed item)."""
     topk = np.asarray(topk, dtype=np.int64).reshape(len(targets), -1)
     pred = rm_predictions(rm, seq, targets, topk, batch_size)
-    true = simulator.true_reward(targets.users, topk, step=_steps(seq, targets))
+    true = simulator.true_reward(targets.users, topk, step=seq.context_steps(targets))
     return error_summary(pred, true)
 
 
@@ -95,7 +90,7 @@ def error_by_propensity(rm: RewardModel, simulator: Any, seq: SequenceData, targ
     policy that generated the logs, π_β, or π_sel with outcome selection; the probability that
     `sim.log_propensity` writes): `{"overall": error_summary, "by_propensity_decile": [...]}`."""
     items = (seq.tokens[targets.target_row] - 1)[:, None]
-    steps = _steps(seq, targets)
+    steps = seq.context_steps(targets)
     pred = rm_predictions(rm, seq, targets, items, batch_size)[:, 0]
     true = simulator.true_reward(targets.users, items, step=steps)[:, 0]
     prop = simulator.logging_probs(targets.users, items, step=steps)[:, 0]

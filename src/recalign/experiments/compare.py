@@ -130,8 +130,7 @@ def compare_methods(cfg: RunConfig, out: Path, methods: Sequence[str] | Mapping[
         res["judge_agreement"] = judge_agreement(res)
     if data.simulator is not None:  # the oracle's top-10 in the same contexts: the ceiling of every policy
         test = data.split.test
-        res["oracle_value"] = data.simulator.oracle_value(test.users, 10,
-                                                          step=test.context_end - data.split.offsets[test.users])
+        res["oracle_value"] = data.simulator.oracle_value(test.users, 10, step=data.seq.context_steps(test))
     res["high"] = data.split.high_reward("test", cfg.data.high_reward)
     res["n_users"] = int(np.asarray(res["high"]).size)
     return res

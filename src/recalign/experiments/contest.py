@@ -46,11 +46,9 @@ import dataclasses
 import itertools
 import json
 import math
-import multiprocessing as mp
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +64,7 @@ from recalign.eval.rm_error import rm_topk_error
 from recalign.eval.stats import paired_delta
 from recalign.experiments import report
 from recalign.experiments.compare import compare_methods
-from recalign.experiments.logs import labelled_stderr
+from recalign.experiments.logs import labelled_stderr, pool_map
 from recalign.experiments.presets import CONFIGS, read_preset
 from recalign.experiments.selection import (
     RULES,
@@ -221,7 +219,7 @@ def reference_values(data: Prepared, res: Mapping[str, Any], metric: str) -> dic
     out = {"pretrained": float(summary_per_user(res, "pretrained", metric).mean())}
     if data.simulator is not None:
         test = data.split.test
-        logging = data.simulator.logging_value(test.users, 10, step=test.context_end - data.split.offsets[test.users])
+        logging = data.simulator.logging_value(test.users, 10, step=data.seq.context_steps(test))
         out.update(oracle=float(res["oracle_value"].mean()), logging=float(logging.topk.mean()))
     return out
 
@@ -442,13 +440,7 @@ def contest_seeds(cfg: RunConfig, out: str | Path, methods: Sequence[str], grid:
                   jobs: int = 1, trace: Mapping[str, int] | None = None,
                   log: Callable[[str], None] = _log) -> list[dict[str, Any]]:
     """`contest_seed` for seeds 0 .. `seeds` − 1, `jobs` at a time in separate processes."""
-    jobs = max(1, min(jobs, seeds))
-    args = ([cfg] * seeds, [out] * seeds, [methods] * seeds, [grid] * seeds, [epochs] * seeds, list(range(seeds)),
-            [trace] * seeds, [log] * seeds)
-    if jobs == 1:
-        return [contest_seed(*a) for a in zip(*args)]
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
-        return list(ex.map(contest_seed, *args))
+    return pool_map(contest_seed, [(cfg, out, methods, grid, epochs, s, trace, log) for s in range(seeds)], jobs)
 
 
 def write_frontier(per_seed: list[dict[str, Any]], path: str | Path, metric: str) -> Path:

@@ -1,12 +1,24 @@
-"""Progress lines of experiments that run seeds in parallel processes: every line a process
-writes to stderr starts with its label (`[seed N] `), whole lines at a time."""
+"""Experiments that run seeds in parallel processes: `pool_map` runs them, and every progress
+line a process writes to stderr starts with its label (`[seed N] `), whole lines at a time."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from typing import Any
+
+
+def pool_map(fn: Callable, args: list[tuple], jobs: int) -> list[Any]:
+    """`[fn(*a) for a in args]`, `jobs` at a time in spawned processes (in this process when
+    `jobs` is 1 or there is at most one call); results in the order of `args`."""
+    if jobs <= 1 or len(args) <= 1:
+        return [fn(*a) for a in args]
+    with ProcessPoolExecutor(max_workers=min(jobs, len(args)), mp_context=mp.get_context("spawn")) as ex:
+        return list(ex.map(fn, *zip(*args)))
 
 
 class LabelledStream:

@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +51,7 @@ from recalign.experiments.contest import (
     summarise_contest,
     write_frontier,
 )
+from recalign.experiments.logs import pool_map
 from recalign.experiments.presets import preset_config
 from recalign.experiments.summary import (
     fmt,
@@ -131,13 +129,6 @@ def _seed_job(kind: str, ds: str, cfg: RunConfig, out: Path, seed: int, methods:
     return {**done, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _pool_map(fn: Callable, args: list[tuple], jobs: int) -> list:
-    if jobs == 1 or len(args) <= 1:
-        return [fn(*a) for a in args]
-    with ProcessPoolExecutor(max_workers=min(jobs, len(args)), mp_context=mp.get_context("spawn")) as ex:
-        return list(ex.map(fn, *zip(*args)))
-
-
 def _check(out: Path, datasets: list[str], methods: tuple[str, ...], jobs: int, resume: bool) -> None:
     if (out / "results.json").exists():
         raise InputError("output folder already holds results.json; choose another --out", path=out)
@@ -195,14 +186,14 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
     revision = _git_revision()  # now: the tree may change while the parts run
     t_start = time.perf_counter()
     real = [ds for ds, c in cfgs.items() if c.data.name != "sim"]
-    judge_seconds = _pool_map(_judges_job, [(ds, cfgs[ds], out) for ds in real], jobs) if judges else []
+    judge_seconds = pool_map(_judges_job, [(ds, cfgs[ds], out) for ds in real], jobs) if judges else []
     # the longest parts first (real data, then the noise sweeps), so parallel workers finish together
     parts = [("main", ds) for ds in real]
     parts += [(f"noise:{n}", ds) for ds, c in cfgs.items() if c.data.name == "sim" and noise_scales for n in noise_models]
     parts += [("main", ds) for ds, c in cfgs.items() if c.data.name == "sim"]
     args = [(kind, ds, cfgs[ds], out, i, tuple(methods), tuple(lams), tuple(noise_scales), judges,
              contest if kind == "main" else None) for kind, ds in parts for i in range(seeds)]
-    done = _pool_map(_seed_job, args, jobs)
+    done = pool_map(_seed_job, args, jobs)
     results: dict[str, Any] = {"datasets": {}, "noise": {}, "seeds": seeds, "methods": list(methods),
                                "grid": g.name, "lams": list(lams), "noise_scales": list(noise_scales), "quick": quick,
                                "overrides": list(overrides or []), "git_revision": revision, "jobs": jobs,
