@@ -33,16 +33,24 @@ def brute_candidates(n_items, history, target):
     return np.array([j for j in range(1, n_items + 1) if j not in seen], dtype=np.int64)
 
 
-def brute_ranks(query, item_weight, targets, histories):
-    """rank = 1 + #(other candidates with score >= target score), scores in float64."""
+def brute_scores(q_u, w, tokens, listed=(), value=0.0, temperature=1.0):
+    """Float64 scores of `tokens` for one user: `q . w_j / temperature + value * 1[j listed]`."""
+    bonus = np.array([value if int(j) in set(listed) else 0.0 for j in tokens])
+    return w[tokens] @ q_u / temperature + bonus
+
+
+def brute_ranks(query, item_weight, targets, histories, offset_lists=None, value=0.0, temp=1.0):
+    """rank = 1 + #(other candidates with score >= target score), scores in float64, with an
+    optional offset `value` on the tokens of `offset_lists[u]`."""
     q = query.double().numpy()
     w = item_weight.double().numpy()
     n_items = w.shape[0] - 1
     out = []
     for u, t in enumerate(targets.tolist()):
         cand = brute_candidates(n_items, histories[u], t)
-        scores = w[cand] @ q[u]
-        s_t = w[t] @ q[u]
+        listed = offset_lists[u] if offset_lists is not None else ()
+        scores = brute_scores(q[u], w, cand, listed, value, temp)
+        s_t = brute_scores(q[u], w, np.array([t]), listed, value, temp)[0]
         out.append(1 + int(np.sum((scores >= s_t) & (cand != t))))
     return np.array(out)
 
@@ -72,6 +80,21 @@ def random_case(seed, n_users=9, n_items=23, dim=4, n_levels=3, hist_max=6):
     return query, item_weight, targets, histories
 
 
+def random_offset_lists(seed, targets, n_items, list_max=6):
+    """Random per-user offset lists with padding and duplicates; every second user lists its
+    target (twice for every fourth), the others list it only by chance."""
+    g = torch.Generator().manual_seed(seed + 1000)
+    lists = []
+    for u, t in enumerate(targets.tolist()):
+        n = int(torch.randint(0, list_max + 1, (1,), generator=g))
+        h = torch.randint(0, n_items + 1, (n,), generator=g).tolist()
+        h += h[:2]  # duplicates
+        if u % 2 == 0:
+            h += [t] * (1 + (u % 4 == 0))
+        lists.append(h)
+    return lists
+
+
 # ---------------------------------------------------------------------------------------------
 # target_ranks
 # ---------------------------------------------------------------------------------------------
@@ -85,6 +108,164 @@ def test_target_ranks_match_brute_force_with_ties_and_exclusions(seed, chunk):
     got = target_ranks(query, item_weight, targets, exclude=to_csr(histories), item_chunk=chunk)
     assert got.dtype == torch.long
     np.testing.assert_array_equal(got.numpy(), expected)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("chunk", [1, 5, 23, 1000])
+@pytest.mark.parametrize("value", [1.0, -2.0, 0.5, 3.0])
+@pytest.mark.parametrize("with_exclude", [False, True])
+def test_target_ranks_with_offset_match_brute_force(seed, chunk, value, with_exclude):
+    """Integer scores and dyadic offsets: raw ties, ties created by the offset (an item listed
+    with raw score s - value against an unlisted s), targets inside and outside the lists."""
+    query, item_weight, targets, histories = random_case(seed)
+    lists = random_offset_lists(seed, targets, 23)
+    assert any(int(t) in h for t, h in zip(targets, lists))
+    assert any(int(t) not in h for t, h in zip(targets, lists))
+    hist = histories if with_exclude else [[] for _ in histories]
+    expected = brute_ranks(query, item_weight, targets, hist, lists, value)
+    got = target_ranks(
+        query,
+        item_weight,
+        targets,
+        exclude=to_csr(hist) if with_exclude else None,
+        item_chunk=chunk,
+        offset=(*to_csr(lists), value),
+    )
+    np.testing.assert_array_equal(got.numpy(), expected)
+    assert not np.array_equal(expected, brute_ranks(query, item_weight, targets, hist))
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 1000])
+def test_target_ranks_with_offset_and_temperature(chunk):
+    """The offset is added after the division by the temperature (exact for powers of 2)."""
+    query, item_weight, targets, histories = random_case(11)
+    lists = random_offset_lists(11, targets, 23)
+    for temp, value in ((0.5, 1.0), (4.0, 0.75), (4.0, -0.25)):
+        expected = brute_ranks(query, item_weight, targets, histories, lists, value, temp)
+        got = target_ranks(
+            query,
+            item_weight,
+            targets,
+            exclude=to_csr(histories),
+            item_chunk=chunk,
+            temperature=temp,
+            offset=(*to_csr(lists), value),
+        )
+        np.testing.assert_array_equal(got.numpy(), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n_users=st.integers(1, 6),
+    n_items=st.integers(1, 15),
+    levels=st.integers(0, 2),
+    chunk=st.integers(1, 17),
+    value=st.sampled_from([-3.0, -1.0, -0.5, 0.5, 1.0, 2.0]),
+)
+def test_target_ranks_with_offset_property(seed, n_users, n_items, levels, chunk, value):
+    query, item_weight, targets, histories = random_case(
+        seed, n_users=n_users, n_items=n_items, dim=3, n_levels=levels, hist_max=n_items
+    )
+    lists = random_offset_lists(seed, targets, n_items, list_max=n_items)
+    expected = brute_ranks(query, item_weight, targets, histories, lists, value)
+    got = target_ranks(
+        query,
+        item_weight,
+        targets,
+        exclude=to_csr(histories),
+        item_chunk=chunk,
+        offset=(*to_csr(lists), value),
+    )
+    np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def test_offset_hand_worked():
+    """Scores 5, 4, 3, 2, 1 for tokens 1..5, target token 5. Listing it twice with value 1.75
+    gives 2.75 (once, not 3.5): rank 4. Listing token 3 too (4.75) keeps rank 4; excluding tokens
+    1 and 3 then leaves rank 2. A value of 1 on the target ties it with token 4 (2 = 2): the tie
+    counts against it, rank 5."""
+    item_weight = torch.tensor([[0.0], [5.0], [4.0], [3.0], [2.0], [1.0]])
+    query, targets = torch.ones(1, 1), torch.tensor([5])
+    assert target_ranks(query, item_weight, targets).tolist() == [5]
+    twice = (torch.tensor([0, 3]), torch.tensor([5, 0, 5]), 1.75)
+    assert target_ranks(query, item_weight, targets, offset=twice, item_chunk=2).tolist() == [4]
+    with3 = (torch.tensor([0, 3]), torch.tensor([5, 3, 5]), 1.75)
+    assert target_ranks(query, item_weight, targets, offset=with3).tolist() == [4]
+    exclude = (torch.tensor([0, 3]), torch.tensor([1, 3, 5]))  # the target is never excluded
+    got = target_ranks(query, item_weight, targets, exclude=exclude, offset=with3, item_chunk=1)
+    assert got.tolist() == [2]
+    tie = (torch.tensor([0, 1]), torch.tensor([5]), 1.0)
+    assert target_ranks(query, item_weight, targets, offset=tie, item_chunk=3).tolist() == [5]
+
+
+def test_offset_keeps_float32_ties_exact():
+    """Random float32 rows with exact copies of each target: with the same offset on the target
+    and its copies, the copies still tie with it (rank >= 4) whatever the chunking."""
+    g = torch.Generator().manual_seed(2)
+    n_items, dim = 60, 16
+    query = torch.randn(12, dim, generator=g)
+    item_weight = torch.randn(n_items + 1, dim, generator=g)
+    targets = torch.arange(1, 13)
+    lists = []
+    for t in targets.tolist():
+        for shift in (12, 24, 36):
+            item_weight[t + shift] = item_weight[t]
+        lists.append([t, t + 12, t + 24, t + 36])
+    offset = (*to_csr(lists), 0.37)
+    ranks = [
+        target_ranks(query, item_weight, targets, item_chunk=c, temperature=0.7, offset=offset)
+        for c in (1, 5, 7, 13, 60)
+    ]
+    for r in ranks[1:]:
+        torch.testing.assert_close(r, ranks[0], rtol=0, atol=0)
+    assert bool((ranks[0] >= 4).all())
+
+
+def test_offset_value_zero_is_no_offset():
+    g = torch.Generator().manual_seed(12)
+    query = torch.randn(9, 5, generator=g)
+    item_weight = torch.randn(31, 5, generator=g)
+    targets = torch.randint(1, 31, (9,), generator=g)
+    lists = random_offset_lists(12, targets, 30)
+    exclude = to_csr(random_offset_lists(13, targets, 30))
+    zero = (*to_csr(lists), 0.0)
+    for chunk in (4, 1000):
+        base = target_ranks(query, item_weight, targets, exclude=exclude, item_chunk=chunk)
+        got = target_ranks(
+            query, item_weight, targets, exclude=exclude, item_chunk=chunk, offset=zero
+        )
+        torch.testing.assert_close(got, base, rtol=0, atol=0)
+        s0, t0 = topk_items(query, item_weight, 5, exclude=exclude, item_chunk=chunk)
+        s1, t1 = topk_items(query, item_weight, 5, exclude=exclude, item_chunk=chunk, offset=zero)
+        torch.testing.assert_close(s1, s0, rtol=0, atol=0)
+        torch.testing.assert_close(t1, t0, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_offset_rejects_non_finite_value(value):
+    query, item_weight, targets, histories = random_case(0)
+    offset = (*to_csr(histories), value)
+    with pytest.raises(ValueError, match="offset value must be finite"):
+        target_ranks(query, item_weight, targets, offset=offset)
+    with pytest.raises(ValueError, match="offset value must be finite"):
+        topk_items(query, item_weight, 3, offset=offset)
+
+
+@pytest.mark.parametrize(
+    ("offset", "match"),
+    [
+        ((torch.tensor([0, 1]), torch.tensor([1]), 1.0), "offset indptr"),
+        ((torch.tensor([0, 1, 1]), torch.tensor([7]), 1.0), "offset indices must be tokens"),
+        ((torch.tensor([0, 1, 1]), torch.tensor([1])), "offset must be"),
+    ],
+)
+def test_offset_rejects_bad_csr(offset, match):
+    query, item_weight = torch.randn(2, 3), torch.randn(6, 3)
+    with pytest.raises(ValueError, match=match):
+        target_ranks(query, item_weight, torch.tensor([1, 2]), offset=offset)
+    with pytest.raises(ValueError, match=match):
+        topk_items(query, item_weight, 2, offset=offset)
 
 
 def test_target_ranks_without_exclusion_float64_random():
@@ -269,6 +450,51 @@ def test_topk_with_ties_returns_the_tied_scores():
         np.testing.assert_array_equal(full[u, tokens[u].numpy()], scores[u].numpy())
         assert set(tokens[u].tolist()) <= set(cand.tolist())
         assert len(set(tokens[u].tolist())) == 6
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("chunk", [1, 4, 7, 1000])
+@pytest.mark.parametrize("value", [2.0, -1.0, 0.5])
+@pytest.mark.parametrize("with_exclude", [False, True])
+def test_topk_with_offset_matches_brute_force(seed, chunk, value, with_exclude):
+    """Integer scores with many ties: the returned scores are the k best brute-force scores,
+    each returned token has its returned score, and every strictly better candidate is in."""
+    n_users, n_items, k = 8, 25, 6
+    query, item_weight, targets, histories = random_case(seed, n_users=n_users, n_items=n_items)
+    item_weight[0] = 100.0  # padding would win for some users if it were scored
+    lists = random_offset_lists(seed, targets, n_items, list_max=10)
+    hist = histories if with_exclude else [[] for _ in histories]
+    scores, tokens = topk_items(
+        query,
+        item_weight,
+        k,
+        exclude=to_csr(hist) if with_exclude else None,
+        item_chunk=chunk,
+        offset=(*to_csr(lists), value),
+    )
+    q, w = query.double().numpy(), item_weight.double().numpy()
+    for u in range(n_users):
+        cand = brute_candidates(n_items, hist[u], -1)
+        s = brute_scores(q[u], w, cand, lists[u], value)
+        best = np.sort(s)[::-1][:k]
+        np.testing.assert_array_equal(scores[u].double().numpy(), best)
+        got = tokens[u].tolist()
+        assert len(set(got)) == k and set(got) <= set(cand.tolist())
+        np.testing.assert_array_equal(brute_scores(q[u], w, np.array(got), lists[u], value), best)
+        assert set(cand[s > best[-1]].tolist()) <= set(got)
+
+
+def test_topk_offset_brings_an_item_in_and_ignores_excluded():
+    """Scores 5, 4, 3, 2, 1; +3.5 on tokens 5 and 1 (1 excluded): top-2 is 5 (4.5) then 2 (4)."""
+    item_weight = torch.tensor([[0.0], [5.0], [4.0], [3.0], [2.0], [1.0]])
+    query = torch.ones(1, 1)
+    offset = (torch.tensor([0, 3]), torch.tensor([5, 1, 5]), 3.5)
+    exclude = (torch.tensor([0, 1]), torch.tensor([1]))
+    for chunk in (1, 2, 10):
+        scores, tokens = topk_items(
+            query, item_weight, 2, exclude=exclude, item_chunk=chunk, offset=offset
+        )
+        assert tokens.tolist() == [[5, 2]] and scores.tolist() == [[4.5, 4.0]]
 
 
 def test_topk_can_exhaust_the_candidates_but_not_more():

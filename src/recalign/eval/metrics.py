@@ -31,6 +31,7 @@ DEFAULT_KS: tuple[int, ...] = (10, 50, 200)
 DEFAULT_ITEM_CHUNK = 262144
 
 Exclude = tuple[Tensor, Tensor]
+Offset = tuple[Tensor, Tensor, float]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,40 +60,79 @@ def _check_ranking_inputs(query: Tensor, item_weight: Tensor, item_chunk: int) -
     return n_items
 
 
-def _exclusion_pairs(
-    exclude: Exclude | None, n_users: int, n_items: int, device: torch.device
+def _csr_pairs(
+    indptr: Tensor,
+    indices: Tensor,
+    n_users: int,
+    n_items: int,
+    device: torch.device,
+    name: str,
 ) -> tuple[Tensor, Tensor]:
-    """Flatten a CSR exclusion list into `(rows, tokens)` sorted by token, padding dropped.
+    """Validate a CSR token list and flatten it into `(rows, tokens)` sorted by token, padding
+    dropped.
 
-    `exclude = (indptr [U + 1] long, indices [nnz] long)`: the tokens of row `u` are
-    `indices[indptr[u]:indptr[u + 1]]`. Sorting by token lets each item chunk take its pairs as
-    one contiguous slice.
+    The tokens of row `u` are `indices[indptr[u]:indptr[u + 1]]`. Sorting by token lets each
+    item chunk take its pairs as one contiguous slice. `name` (the argument, e.g. "exclude")
+    prefixes the error messages.
     """
-    if exclude is None:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return empty, empty
-    indptr, indices = exclude
     indptr = torch.as_tensor(indptr).to(device=device, dtype=torch.long)
     indices = torch.as_tensor(indices).to(device=device, dtype=torch.long)
     if indptr.dim() != 1 or indptr.numel() != n_users + 1:
         raise ValueError(
-            f"exclude indptr must have U + 1 = {n_users + 1} entries, got {tuple(indptr.shape)}"
+            f"{name} indptr must have U + 1 = {n_users + 1} entries, got {tuple(indptr.shape)}"
         )
     if indices.dim() != 1:
-        raise ValueError(f"exclude indices must be 1-D, got shape {tuple(indices.shape)}")
+        raise ValueError(f"{name} indices must be 1-D, got shape {tuple(indices.shape)}")
     counts = indptr[1:] - indptr[:-1]
     if int(indptr[0]) != 0 or int(indptr[-1]) != indices.numel() or bool((counts < 0).any()):
         raise ValueError(
-            "exclude indptr must start at 0, be non-decreasing and end at len(indices) "
+            f"{name} indptr must start at 0, be non-decreasing and end at len(indices) "
             f"= {indices.numel()}"
         )
     if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) > n_items):
-        raise ValueError(f"exclude indices must be tokens in 0..{n_items} (0 = padding, ignored)")
+        raise ValueError(f"{name} indices must be tokens in 0..{n_items} (0 = padding, ignored)")
     rows = torch.repeat_interleave(torch.arange(n_users, device=device), counts)
     keep = indices > 0
     rows, tokens = rows[keep], indices[keep]
     order = torch.argsort(tokens, stable=True)
     return rows[order], tokens[order]
+
+
+def _exclusion_pairs(
+    exclude: Exclude | None, n_users: int, n_items: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """The `(rows, tokens)` pairs of `_csr_pairs` for a CSR exclusion list
+    `exclude = (indptr [U + 1] long, indices [nnz] long)`, or none."""
+    if exclude is None:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty
+    indptr, indices = exclude
+    return _csr_pairs(indptr, indices, n_users, n_items, device, "exclude")
+
+
+def _offset_pairs(
+    offset: Offset | None, n_users: int, n_items: int, device: torch.device
+) -> tuple[Tensor, Tensor, float]:
+    """The distinct `(rows, tokens)` pairs of a CSR offset list
+    `offset = (indptr [U + 1] long, indices [nnz] long, value)`, sorted by token, and the value.
+
+    Duplicates of a token in a row are kept once (the offset is a set membership). No pairs when
+    `offset` is None or its value is 0, so that these rank exactly as without an offset.
+    """
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    if offset is None:
+        return empty, empty, 0.0
+    if len(offset) != 3:
+        raise ValueError(f"offset must be (indptr, indices, value), got {len(offset)} entries")
+    indptr, indices, value = offset
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"offset value must be finite, got {value}")
+    rows, tokens = _csr_pairs(indptr, indices, n_users, n_items, device, "offset")
+    if value == 0.0 or rows.numel() == 0:
+        return empty, empty, 0.0
+    key = torch.unique(tokens * n_users + rows)  # sorted by token, then row; duplicates once
+    return key % n_users, key // n_users, value
 
 
 def _chunk_bounds(n_items: int, item_chunk: int) -> list[tuple[int, int]]:
@@ -115,6 +155,7 @@ def target_ranks(
     exclude: Exclude | None = None,
     item_chunk: int = DEFAULT_ITEM_CHUNK,
     temperature: float = 1.0,
+    offset: Offset | None = None,
 ) -> Tensor:
     """1-based rank of each target among all candidate items, ties counted against the target.
 
@@ -132,9 +173,16 @@ def target_ranks(
         temperature: scores are divided by it (> 0). Ranks do not depend on a positive
             temperature except through floating-point rounding; it is accepted so that a caller
             that scores with a temperature can pass the same value.
+        offset: optional CSR triple `(indptr [U + 1] long, indices [nnz] long, value)` listing,
+            per user, tokens whose score gets the finite `value` added after the division by
+            the temperature (e.g. a learned logit for the items already in the user's context).
+            Token 0 entries are ignored and a token listed twice gets `value` once. The target
+            gets it too when it is in its user's list; `exclude` still applies on top. `None` or
+            a value of 0 ranks exactly as without it.
 
     Returns:
-        `[U] long` on `query.device`: with `s_j = query[u] . item_weight[j] / temperature`,
+        `[U] long` on `query.device`: with
+        `s_j = query[u] . item_weight[j] / temperature + value * 1[j in offset list of u]`,
 
             rank_u = 1 + #{j candidate, j != t_u : not (s_j < s_t)}
 
@@ -156,12 +204,21 @@ def target_ranks(
     if n_users == 0:
         return torch.zeros(0, dtype=torch.long, device=query.device)
     ex_rows, ex_tokens = _exclusions_but_targets(exclude, targets, n_items, query.device)
+    off_rows, off_tokens, value = _offset_pairs(offset, n_users, n_items, query.device)
+    target_listed = torch.zeros(n_users, dtype=torch.bool, device=query.device)
+    target_listed[off_rows[off_tokens == targets[off_rows]]] = True
     uniq, inverse = torch.unique(targets, return_inverse=True)
     users = torch.arange(n_users, device=query.device)
     above = torch.zeros(n_users, dtype=torch.long, device=query.device)
     bounds = _chunk_bounds(n_items, int(item_chunk))
-    for (start, end), (lo, hi) in zip(bounds, _pair_slices(ex_tokens, bounds)):
-        beats = _chunk_beats(query, item_weight, start, end, uniq, inverse, temperature)
+    ex_slices, off_slices = _pair_slices(ex_tokens, bounds), _pair_slices(off_tokens, bounds)
+    for (start, end), (lo, hi), (olo, ohi) in zip(bounds, ex_slices, off_slices):
+        chunk_offset = None
+        if off_rows.numel():
+            chunk_offset = (off_rows[olo:ohi], off_tokens[olo:ohi] - start, value, target_listed)
+        beats = _chunk_beats(
+            query, item_weight, start, end, uniq, inverse, temperature, chunk_offset
+        )
         if hi > lo:
             beats[ex_rows[lo:hi], ex_tokens[lo:hi] - start] = False  # excluded: not a rival
         inside = (targets >= start) & (targets < end)
@@ -204,6 +261,7 @@ def _chunk_beats(
     uniq: Tensor,
     inverse: Tensor,
     temperature: float,
+    offset: tuple[Tensor, Tensor, float, Tensor] | None = None,
 ) -> Tensor:
     """Which items of the token range `[start, end)` score at least as high as each user's target.
 
@@ -213,6 +271,9 @@ def _chunk_beats(
         uniq, inverse: `torch.unique(targets, return_inverse=True)` of the `[U]` target tokens:
             the `[T]` distinct targets, and for each user the index of its target in `uniq`.
         temperature: scores are divided by it (unless it is 1).
+        offset: optional `(rows [P] long, cols [P] long, value, target_listed [U] bool)`: after
+            the division, `value` is added to the score of item `start + cols[i]` for user
+            `rows[i]` (distinct pairs), and to `s_target` of the users with `target_listed`.
 
     Returns:
         `[U, end - start] bool`: `not (s_j < s_target)` for each item `j` of the chunk, so ties
@@ -223,7 +284,8 @@ def _chunk_beats(
     computed dot product `(query * item_weight[t]).sum(-1)` rounds differently from a matmul
     column in most cases (measured: ~80% of users in float32), which would break exact ties
     either way at random and let a constant-score model win them. Within one matmul, equal item
-    rows give equal scores, so ties are exact.
+    rows give equal scores, so ties are exact; the offset is added to those same scores, so
+    equal scores with equal offsets stay equal.
     """
     device, dtype = query.device, query.dtype
     width = end - start
@@ -239,6 +301,11 @@ def _chunk_beats(
         scores = scores / temperature
     col_of_uniq = torch.where(outside, width + torch.cumsum(outside, 0) - 1, uniq - start)
     s_target = scores.gather(1, col_of_uniq[inverse].unsqueeze(1))  # [U, 1]
+    if offset is not None:
+        rows, cols, value, target_listed = offset
+        if rows.numel():
+            scores[rows, cols] += value  # distinct pairs: each score gets value once
+        s_target = torch.where(target_listed.unsqueeze(1), s_target + value, s_target)
     return ~(scores[:, :width] < s_target)
 
 
@@ -249,6 +316,7 @@ def topk_items(
     k: int,
     exclude: Exclude | None = None,
     item_chunk: int = DEFAULT_ITEM_CHUNK,
+    offset: Offset | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The `k` highest-scoring items per query over the full catalog, as a running top-k.
 
@@ -260,9 +328,14 @@ def topk_items(
             (token 0 entries are ignored). Every row must keep at least `k` candidates.
         item_chunk: items scored per matmul; the running top-k is merged with each chunk by
             `torch.topk` over `[running k | chunk]`.
+        offset: optional CSR triple `(indptr [U + 1] long, indices [nnz] long, value)` of
+            tokens whose score gets the finite `value` added (once per distinct token; token 0
+            entries are ignored) before exclusion and the top-k, so a positive value can bring
+            an item into the list. `None` or a value of 0 changes nothing.
 
     Returns:
-        `(scores [U, k], tokens [U, k] long)`, sorted by decreasing score, on `query.device`.
+        `(scores [U, k], tokens [U, k] long)`, sorted by decreasing score, on `query.device`,
+        with `score_j = query[u] . item_weight[j] + value * 1[j in offset list of u]`.
         Which of several equally scored items is returned is unspecified. A score that
         overflows to -inf or NaN in low precision is returned as the lowest finite value of the
         dtype, so that it still ranks above excluded items.
@@ -274,6 +347,7 @@ def topk_items(
     if not 1 <= k <= n_items:
         raise ValueError(f"k must be in 1..{n_items} (the catalog size), got {k}")
     ex_rows, ex_tokens = _exclusion_pairs(exclude, n_users, n_items, device)
+    off_rows, off_tokens, value = _offset_pairs(offset, n_users, n_items, device)
     if ex_rows.numel():
         distinct = torch.unique(ex_rows * (n_items + 1) + ex_tokens)
         n_excluded = torch.bincount(distinct // (n_items + 1), minlength=n_users)
@@ -289,11 +363,15 @@ def topk_items(
     top_s = torch.full((n_users, k), -math.inf, dtype=dtype, device=device)
     top_t = torch.zeros((n_users, k), dtype=torch.long, device=device)
     bounds = _chunk_bounds(n_items, int(item_chunk))
-    for (start, end), (lo, hi) in zip(bounds, _pair_slices(ex_tokens, bounds)):
+    ex_slices, off_slices = _pair_slices(ex_tokens, bounds), _pair_slices(off_tokens, bounds)
+    for (start, end), (lo, hi), (olo, ohi) in zip(bounds, ex_slices, off_slices):
         w = item_weight[start:end].to(device=device, dtype=dtype)
         if not bool(torch.isfinite(w).all()):
             raise ValueError(f"item_weight has NaN or infinite values in rows {start}..{end - 1}")
-        scores = torch.nan_to_num_(query @ w.T, nan=lowest, neginf=lowest)  # [U, width]
+        scores = query @ w.T  # [U, width]
+        if ohi > olo:
+            scores[off_rows[olo:ohi], off_tokens[olo:ohi] - start] += value  # distinct pairs
+        torch.nan_to_num_(scores, nan=lowest, neginf=lowest)
         if hi > lo:
             scores[ex_rows[lo:hi], ex_tokens[lo:hi] - start] = -math.inf
         merged = torch.topk(torch.cat([top_s, scores], dim=1), k, dim=1)
