@@ -48,7 +48,7 @@ import torch
 from recalign.config import EvalConfig, RunConfig, TrainConfig
 from recalign.data.prepared import prepare
 from recalign.data.simulator import SimConfig
-from recalign.eval.evaluate import evaluate_targets, user_queries
+from recalign.eval.evaluate import evaluate_targets, user_states
 from recalign.eval.metrics import topk_items
 from recalign.models.config import ModelConfig
 from recalign.stages.common import build_model
@@ -238,7 +238,7 @@ def topk_case(args, data, model, chunk: int, users_idx: np.ndarray, k: int = 10)
     with Stage() as st, torch.no_grad():
         for lo in range(0, len(targets), args.eval_batch):
             idx = np.arange(lo, min(len(targets), lo + args.eval_batch))
-            q = user_queries(model, data.seq, targets, idx, dev)
+            q, _ = user_states(model, data.seq, targets, idx, dev)
             indptr, seen = data.seq.seen_items(targets, idx)
             topk_items(q, weight, k, exclude=(indptr, seen), item_chunk=chunk)
     return {"item_chunk": chunk, "k": k, "users": len(targets),

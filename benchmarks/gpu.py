@@ -143,7 +143,7 @@ class CompiledObjective:
     def __call__(self, model, batch):
         hidden = self.enc(batch.items, batch.timestamps)
         weights = (batch.targets > 0).to(hidden.dtype)
-        return model.next_item_loss(hidden, batch.targets, weights)
+        return model.next_item_loss(hidden, batch.targets, weights, batch.items)
 
 
 def make_model(name: str, dim: int, layers: int, L: int, n_items: int, head: str, negatives: int,

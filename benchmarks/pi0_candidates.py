@@ -34,6 +34,9 @@ HSTU_REFERENCE = ["model.abs_pos=true", "model.inner_dropout=true", "model.proj_
 # Written down before any of them was run (session 5): the question each answers is in the name.
 CANDIDATES: dict[str, list[str]] = {
     "default": [],
+    # session 6: the learned seen-item logit (model.seen_bias), on and off whatever the default is
+    "seen-bias": ["model.seen_bias=true"],
+    "no-seen-bias": ["model.seen_bias=false"],
     "unscaled": ["model.scale_emb=false"],  # RecBole's input: no sqrt(D)
     "unscaled-std0.16": ["model.scale_emb=false", "model.init_std=0.16"],  # same input as default, 8x output table
     "stride25": ["train.window_stride=25"],  # every target keeps >= 25 items of history

@@ -29,11 +29,12 @@ def seen_item_effect(run: str) -> dict:
     n_seen_top, r_unmasked, r_masked = [], [], []
     for lo in range(0, len(test), 256):
         idx = np.arange(lo, min(len(test), lo + 256))
-        q, exclude = queries_and_exclusions(model, seq, test, idx, torch.device("cpu"), True)
+        q, exclude, offset = queries_and_exclusions(model, seq, test, idx, torch.device("cpu"), True)
         tgt, _ = seq.target_tokens(test, idx)
-        r_masked.append(target_ranks(q, weight, tgt, exclude=exclude, temperature=model.cfg.temperature).numpy())
-        r_unmasked.append(target_ranks(q, weight, tgt, temperature=model.cfg.temperature).numpy())
-        _, top = topk_items(q, weight, 10)  # [U, 10] tokens, nothing excluded
+        tau = model.cfg.temperature
+        r_masked.append(target_ranks(q, weight, tgt, exclude=exclude, offset=offset, temperature=tau).numpy())
+        r_unmasked.append(target_ranks(q, weight, tgt, offset=offset, temperature=tau).numpy())
+        _, top = topk_items(q, weight, 10, offset=offset, temperature=tau)  # [U, 10] tokens, nothing excluded
         indptr, seen = exclude
         for u in range(len(idx)):
             s = seen[indptr[u]:indptr[u + 1]].numpy()

@@ -20,6 +20,7 @@ from recalign.data.schema import Interactions
 from recalign.data.sequences import SequenceData
 from recalign.data.split import make_split
 from recalign.errors import InputError
+from recalign.models.heads import window_contexts
 from recalign.posttrain.cql import next_state_max
 from recalign.posttrain.dpo import above_user_mean, best_worst
 from recalign.posttrain.registry import (
@@ -130,7 +131,7 @@ def test_a_registered_dummy_method_runs_through_the_stage(sim_run, tmp_path):
         def loss(self, model, batch):
             calls.append(batch.items.shape)
             h = model.encode(batch.items, batch.timestamps)
-            return model.next_item_loss(h, batch.targets, (batch.targets > 0).float())
+            return model.next_item_loss(h, batch.targets, (batch.targets > 0).float(), batch.items)
 
     try:
         s = posttrain(init, "dummy_test_method", tmp_path / "d", STEPS, data=data)
@@ -254,7 +255,7 @@ def test_reference_cache_matches_a_direct_forward(sim_run):
     batch = next(training_batches(ctx))
     sel = batch.targets > 0
     with torch.no_grad():
-        lp = model.log_probs(model.encode(batch.items, batch.timestamps)[sel])
+        lp = model.position_log_probs(batch.items, batch.timestamps, sel)
     direct = lp.gather(1, batch.targets[sel].unsqueeze(1)).squeeze(1)
     torch.testing.assert_close(cache[batch.target_rows[sel]], direct)
     assert torch.isfinite(cache[torch.from_numpy(training_target_rows(data.split))]).all()
@@ -272,7 +273,7 @@ def test_asft_baseline_is_the_reference_value_under_the_reward_model(sim_run):
     batch = next(training_batches(ctx))
     sel = batch.targets > 0
     with torch.no_grad():
-        p = torch.softmax(model.logits(model.encode(batch.items, batch.timestamps)[sel]).float(), -1)
+        p = torch.softmax(model.logits(model.encode(batch.items, batch.timestamps)[sel], window_contexts(batch.items)[sel]).float(), -1)
         v = rm.score_all(rm.encode(batch.items, batch.timestamps)[sel])
     manual = (p[:, 1:] * v[:, 1:]).sum(-1).double()
     torch.testing.assert_close(b[batch.target_rows[sel]], manual, rtol=1e-5, atol=1e-5)

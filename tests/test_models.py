@@ -225,7 +225,7 @@ def test_cosine_scoring_normalises_states_and_items(name):
     w = rec.item_weight
     assert torch.all(w[0] == 0)
     torch.testing.assert_close(w[1:].norm(dim=-1), torch.ones(N_ITEMS), rtol=0, atol=1e-5)
-    logits = rec.logits(h[:, -1])
+    logits = rec.logits(h[:, -1], None)  # the seen logit (0 at init) aside
     assert logits[:, 1:].abs().max() <= 1 / 0.05 + 1e-4 and torch.isinf(logits[:, 0]).all()
     assert rec.item_table is rec.backbone.item_emb.weight  # the parameter, unnormalised
     with pytest.raises(InputError, match="model.score = dot"):

@@ -15,6 +15,7 @@ from safetensors.numpy import load_file
 from recalign.config import load_config
 from recalign.data.prepared import prepare
 from recalign.errors import InputError
+from recalign.models.heads import window_contexts
 from recalign.models.reward_model import RewardModel, RewardObjective
 from recalign.stages.common import build_model
 from recalign.train.loop import NextItemObjective, clip_grad_norm, fit
@@ -110,7 +111,8 @@ def test_sparse_adam_refuses_what_it_cannot_do(data, tmp_path: Path) -> None:
 
     def full_logits_objective(model, batch):  # forms full-catalog logits: a dense table gradient
         hidden = model.encode(batch.items, batch.timestamps)
-        return model.logits(hidden[batch.targets > 0]).logsumexp(-1).mean(), {}
+        sel = batch.targets > 0
+        return model.logits(hidden[sel], window_contexts(batch.items)[sel]).logsumexp(-1).mean(), {}
 
     model = build_model(cfg, data)
     with pytest.raises(InputError, match="dense"):

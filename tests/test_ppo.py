@@ -50,12 +50,12 @@ def _method(sim_run, sets: list[str]):
 def _old_ppo_loss(model, batch, ctx):
     """The loss of `ppo` before `ppo_epochs` existed (one update per rollout, no clip)."""
     sel = batch.targets > 0
-    logp = model.log_probs(model.encode(batch.items, batch.timestamps)[sel])
+    logp = model.position_log_probs(batch.items, batch.timestamps, sel)
     with torch.no_grad():
         samples = sample_items(logp, ctx.pt.k_samples, replacement=True)
         logp_old = logp.detach().gather(1, samples)
         ref = ctx.reference
-        logp_ref = ref.log_probs(ref.encode(batch.items, batch.timestamps)[sel]).gather(1, samples)
+        logp_ref = ref.position_log_probs(batch.items, batch.timestamps, sel).gather(1, samples)
         rm = ctx.reward_model
         rm_reward = rm.score(rm.encode(batch.items, batch.timestamps)[sel], samples).float()
         adv = group_advantages(kl_penalized_reward(rm_reward, logp_old, logp_ref, ctx.pt.kl_coef))

@@ -38,7 +38,7 @@ import torch
 from recalign.config import EvalConfig
 from recalign.data.sequences import SequenceData
 from recalign.data.split import Targets
-from recalign.eval.evaluate import user_queries
+from recalign.eval.evaluate import user_states
 from recalign.models.recommender import Recommender
 
 # elements of one `[users, N+1]` block of log-probabilities (float64 when contracted: 128 MB)
@@ -54,7 +54,7 @@ def _blocks(n: int, n_tokens: int, batch_size: int) -> Iterator[np.ndarray]:
 def _log_probs(model: Recommender, seq: SequenceData, targets: Targets, idx: np.ndarray) -> torch.Tensor:
     """`log π(·|s)` of the contexts `idx`, `[B, N+1]` float64 (column 0 = padding, -inf)."""
     device = next(model.parameters()).device
-    return model.log_probs(user_queries(model, seq, targets, idx, device)).double()
+    return model.log_probs(*user_states(model, seq, targets, idx, device)).double()
 
 
 @torch.no_grad()

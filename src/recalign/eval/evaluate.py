@@ -10,7 +10,7 @@ computes for the same weights."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -24,21 +24,34 @@ from recalign.models.recommender import Recommender
 
 
 @torch.no_grad()
-def user_queries(model: Recommender, seq: SequenceData, targets: Targets, idx: np.ndarray,
-                 device: torch.device) -> torch.Tensor:
+def user_states(model: Recommender, seq: SequenceData, targets: Targets, idx: np.ndarray,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last states `[B, D] float` of the targets `idx` and their contexts' tokens `[B, L]`
+    (the second argument of `model.log_probs`), on `device`."""
     items, ts = seq.context_batch(targets, idx)
-    return model.last_hidden(items.to(device), ts.to(device)).float()
+    items = items.to(device)
+    return model.last_hidden(items, ts.to(device)).float(), items
+
+
+class Queries(NamedTuple):
+    """What ranks the catalog for a batch of targets: `metrics.target_ranks(query, weight,
+    targets, exclude=exclude, offset=offset, temperature=τ)`, `topk_items` alike."""
+
+    query: torch.Tensor  # [B, D] last states
+    exclude: Any  # with eval.mask_seen: CSR (indptr, tokens) of the whole history; else None
+    offset: Any  # the model's seen logit on its context (Recommender.seen_offset), or None
 
 
 def queries_and_exclusions(model: Recommender, seq: SequenceData, targets: Targets, idx: np.ndarray,
-                           device: torch.device, mask_seen: bool) -> tuple[torch.Tensor, Any]:
-    """The query vectors of the targets `idx` and, with `mask_seen`, the seen items to exclude
-    from their ranking (`(indptr, items)`, else None)."""
-    q = user_queries(model, seq, targets, idx, device)
+                           device: torch.device, mask_seen: bool) -> Queries:
+    """The query vectors of the targets `idx`, with `mask_seen` the seen items to exclude from
+    their ranking, and the model's own seen-logit offset."""
+    q, items = user_states(model, seq, targets, idx, device)
+    offset = model.seen_offset(items)
     if not mask_seen:
-        return q, None
+        return Queries(q, None, offset)
     indptr, seen = seq.seen_items(targets, idx)
-    return q, (indptr.to(device), seen.to(device))
+    return Queries(q, (indptr.to(device), seen.to(device)), offset)
 
 
 @torch.no_grad()
@@ -62,12 +75,13 @@ def evaluate_targets(model: Recommender, seq: SequenceData, targets: Targets, cf
     first, end = distributed.shard_batches(n, cfg.batch_size)  # (0, n) for one process
     for lo in range(first, end, cfg.batch_size):
         idx = np.arange(lo, min(end, lo + cfg.batch_size))
-        q, exclude = queries_and_exclusions(model, seq, targets, idx, device, cfg.mask_seen)
+        q, exclude, offset = queries_and_exclusions(model, seq, targets, idx, device, cfg.mask_seen)
         tgt, _ = seq.target_tokens(targets, idx)
-        ranks.append(target_ranks(q, weight, tgt.to(device), exclude=exclude, item_chunk=cfg.item_chunk,
+        ranks.append(target_ranks(q, weight, tgt.to(device), exclude=exclude, offset=offset, item_chunk=cfg.item_chunk,
                                   temperature=model.cfg.temperature).cpu())
         if simulator is not None:
-            _, tokens = topk_items(q, weight, 10, exclude=exclude, item_chunk=cfg.item_chunk)
+            _, tokens = topk_items(q, weight, 10, exclude=exclude, offset=offset, item_chunk=cfg.item_chunk,
+                                   temperature=model.cfg.temperature)
             codes = tokens.cpu().numpy() - 1
             values.append(simulator.policy_value(targets.users[idx], codes, step=seq.context_steps(targets, idx)))
             tops.append(codes)

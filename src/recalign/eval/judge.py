@@ -113,8 +113,9 @@ def judge_topk(judges: Sequence[RewardModel | ListJudge], model: Recommender, se
     n = len(targets)
     for lo in range(0, n, cfg.batch_size):
         idx = np.arange(lo, min(n, lo + cfg.batch_size))
-        q, exclude = queries_and_exclusions(model, seq, targets, idx, device, cfg.mask_seen)
-        _, tokens = topk_items(q, weight, k, exclude=exclude, item_chunk=cfg.item_chunk)
+        q, exclude, offset = queries_and_exclusions(model, seq, targets, idx, device, cfg.mask_seen)
+        _, tokens = topk_items(q, weight, k, exclude=exclude, offset=offset, item_chunk=cfg.item_chunk,
+                               temperature=model.cfg.temperature)
         contexts = seq.context_batch(targets, idx)
         for j, judge in enumerate(judges):
             out[j].append(judge.score_lists(targets.users[idx], tokens, contexts).float().mean(1).cpu().numpy())

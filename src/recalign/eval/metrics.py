@@ -317,6 +317,7 @@ def topk_items(
     exclude: Exclude | None = None,
     item_chunk: int = DEFAULT_ITEM_CHUNK,
     offset: Offset | None = None,
+    temperature: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """The `k` highest-scoring items per query over the full catalog, as a running top-k.
 
@@ -332,15 +333,19 @@ def topk_items(
             tokens whose score gets the finite `value` added (once per distinct token; token 0
             entries are ignored) before exclusion and the top-k, so a positive value can bring
             an item into the list. `None` or a value of 0 changes nothing.
+        temperature: raw scores are divided by it (> 0) before the offset is added, as in
+            `target_ranks` (a model's logits: `Recommender.seen_offset` is in logit units).
 
     Returns:
         `(scores [U, k], tokens [U, k] long)`, sorted by decreasing score, on `query.device`,
-        with `score_j = query[u] . item_weight[j] + value * 1[j in offset list of u]`.
+        with `score_j = query[u] . item_weight[j] / temperature + value * 1[j in offset list of u]`.
         Which of several equally scored items is returned is unspecified. A score that
         overflows to -inf or NaN in low precision is returned as the lowest finite value of the
         dtype, so that it still ranks above excluded items.
     """
     n_items = _check_ranking_inputs(query, item_weight, item_chunk)
+    if not temperature > 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     n_users = query.shape[0]
     device, dtype = query.device, query.dtype
     k = int(k)
@@ -369,6 +374,8 @@ def topk_items(
         if not bool(torch.isfinite(w).all()):
             raise ValueError(f"item_weight has NaN or infinite values in rows {start}..{end - 1}")
         scores = query @ w.T  # [U, width]
+        if temperature != 1.0:
+            scores = scores / temperature
         if ohi > olo:
             scores[off_rows[olo:ohi], off_tokens[olo:ohi] - start] += value  # distinct pairs
         torch.nan_to_num_(scores, nan=lowest, neginf=lowest)

@@ -33,6 +33,10 @@ class ModelConfig:
                                                   "item vector; cosine = both L2-normalised (the HSTU reference code's "
                                                   "SASRec and HSTU; use with a temperature such as 0.05)")
     temperature: float = field(1.0, "logits are divided by this temperature")
+    seen_bias: bool = field(True, "learn one logit added to every item already in the state's context (the items "
+                                  "it attends to): strongly negative where users never repeat an item (MovieLens), "
+                                  "so such items leave the top-10 without a mask; near zero or positive where "
+                                  "repeats are common (benchmarks/README.md, \"Which π0\")")
     time_buckets: int = field(64, "hstu: log-scaled buckets of the time gap for the relative time bias")
     abs_pos: bool = field(False, "hstu: add a learned absolute position embedding to the input, beside the "
                                  "relative bias (the reference code does; sasrec always has one)")

@@ -82,26 +82,56 @@ def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+Seen = tuple[torch.Tensor, torch.Tensor]
+"""A state's seen-item logit: `(context [..., L] long tokens, bias 0-dim float)`. Every item in
+the context (padding 0 ignored; an item listed twice counts once) gets `bias` added to its logit
+(after the temperature): `Recommender.seen_logit`, `model.seen_bias`."""
+
+
+def window_contexts(items: torch.Tensor) -> torch.Tensor:
+    """The context of each position of left-padded windows: `[B, L]` tokens -> `[B, L, L]`, row
+    t = the tokens the state at position t attends to (`items[:, :t+1]`), 0 elsewhere."""
+    L = items.shape[-1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=items.device).tril()
+    return torch.where(causal, items.unsqueeze(-2), 0)
+
+
+def in_context(context: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+    """Whether each candidate is in its row's context: `[M, L]` tokens and `[M, C]` (or shared
+    `[C]`) candidate tokens in 1..N -> `[M, C] bool`. Memory O(M * C), not O(M * N)."""
+    srt = context.sort(dim=-1).values
+    cand = cand.expand(context.shape[0], -1) if cand.dim() == 1 else cand
+    pos = torch.searchsorted(srt, cand.contiguous()).clamp(max=srt.shape[-1] - 1)
+    return srt.gather(-1, pos) == cand
+
+
 def full_logits(
-    hidden: torch.Tensor, item_weight: torch.Tensor, temperature: float = 1.0
+    hidden: torch.Tensor, item_weight: torch.Tensor, temperature: float = 1.0, seen: Seen | None = None
 ) -> torch.Tensor:
-    """Scores of every token: `[..., D] float`, `[N+1, D] float` -> `[..., N+1] float`, column 0 = -inf."""
+    """Scores of every token: `[..., D] float`, `[N+1, D] float` -> `[..., N+1] float`, column 0 = -inf;
+    with `seen = (context [..., L], bias)`, `bias` is added to the tokens of each state's context."""
     logits = hidden @ item_weight.T / temperature
+    if seen is not None:
+        context, bias = seen
+        mask = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device).scatter_(-1, context, True)
+        logits = logits + bias * mask
     logits[..., 0] = float("-inf")
     return logits
 
 
 def _gather_targets(
-    hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keep positions with a target: -> hidden `[M, D]`, targets `[M] long`, weights `[M] float`."""
+    hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, seen: Seen | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Seen | None]:
+    """Keep positions with a target: -> hidden `[M, D]`, targets `[M] long`, weights `[M] float`
+    and the seen logit of those positions (`seen` holds the `[B, L, L]` window contexts)."""
     if targets.shape != hidden.shape[:-1] or weights.shape != targets.shape:
         raise ValueError(
             f"shapes disagree: hidden {tuple(hidden.shape)}, targets {tuple(targets.shape)}, "
             f"weights {tuple(weights.shape)} (expected [B, L, D], [B, L], [B, L])"
         )
     sel = targets > 0
-    return hidden[sel], targets[sel], at_least_float32(weights[sel])
+    seen_sel = None if seen is None else (seen[0][sel], seen[1])
+    return hidden[sel], targets[sel], at_least_float32(weights[sel]), seen_sel
 
 
 class TiedHead(nn.Module):
@@ -113,10 +143,10 @@ class TiedHead(nn.Module):
             raise ValueError(f"temperature must be > 0; got {temperature}")
         self.temperature = temperature
 
-    def log_probs(self, hidden: torch.Tensor, item_weight: torch.Tensor) -> torch.Tensor:
+    def log_probs(self, hidden: torch.Tensor, item_weight: torch.Tensor, seen: Seen | None = None) -> torch.Tensor:
         """Full log-softmax over the catalog: `[B, D]` (or `[..., D]`) -> `[B, N+1] float32`,
-        column 0 = -inf."""
-        return F.log_softmax(at_least_float32(full_logits(hidden, item_weight, self.temperature)), dim=-1)
+        column 0 = -inf (with the seen logit of `full_logits`)."""
+        return F.log_softmax(at_least_float32(full_logits(hidden, item_weight, self.temperature, seen)), dim=-1)
 
 
 class FullSoftmaxHead(TiedHead):
@@ -128,6 +158,7 @@ class FullSoftmaxHead(TiedHead):
         targets: torch.Tensor,
         weights: torch.Tensor,
         item_weight: torch.Tensor,
+        seen: Seen | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """Weighted next-item negative log-likelihood.
 
@@ -136,12 +167,13 @@ class FullSoftmaxHead(TiedHead):
             targets: `[B, L] long` next-item tokens, 0 = no target.
             weights: `[B, L] float` per-position weights.
             item_weight: `[N+1, D] float` tied item table.
+            seen: optional `(window_contexts [B, L, L], bias)`: the seen-item logit.
         Returns:
             `weighted_nll` of the targets' log-softmax over tokens 1..N:
             loss = sum(weights * nll) / max(1, count(targets > 0)) and its diagnostics.
         """
-        h, t, w = _gather_targets(hidden, targets, weights)  # [M, D], [M], [M]
-        logits = at_least_float32(full_logits(h, item_weight, self.temperature))  # [M, N+1]
+        h, t, w, seen = _gather_targets(hidden, targets, weights, seen)  # [M, D], [M], [M]
+        logits = at_least_float32(full_logits(h, item_weight, self.temperature, seen))  # [M, N+1]
         nll = F.cross_entropy(logits, t, reduction="none")  # [M]
         return weighted_nll(-nll, w)
 
@@ -242,12 +274,14 @@ class SampledSoftmaxHead(TiedHead):
         targets: torch.Tensor,
         weights: torch.Tensor,
         item_weight: torch.Tensor,
+        seen: Seen | None = None,
         negatives: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """Weighted sampled-softmax next-item loss (same normalisation as the full head).
 
         Args:
-            hidden, targets, weights, item_weight: as `FullSoftmaxHead.loss`.
+            hidden, targets, weights, item_weight, seen: as `FullSoftmaxHead.loss` (the seen
+                logit is added to the candidates in each position's context: `in_context`).
             negatives: optional `[K] long` shared negatives (tokens 1..N) to use instead of
                 sampling (tests, or a caller that shares them across steps).
         Returns:
@@ -260,7 +294,7 @@ class SampledSoftmaxHead(TiedHead):
             raise ValueError(
                 f"item_counts has {self.n_tokens} entries but item_weight has {n_items + 1} rows"
             )
-        h, t, w = _gather_targets(hidden, targets, weights)  # [M, D], [M], [M]
+        h, t, w, seen = _gather_targets(hidden, targets, weights, seen)  # [M, D], [M], [M]
         M = t.numel()
         neg = self.sample_negatives(n_items, item_weight.device) if negatives is None else negatives
         neg = neg.to(t.device)
@@ -281,11 +315,15 @@ class SampledSoftmaxHead(TiedHead):
                                torch.cat([self._log_q_in_batch(in_batch), self._log_q_proposal(neg, n_items)])
                                .expand(M, -1)], 1)
             logits = logits - log_q
+            if seen is not None:
+                logits = logits + seen[1] * torch.cat([in_context(seen[0], t[:, None]), in_context(seen[0], cand[M:])], 1)
             hit = torch.cat([torch.zeros(M, 1, dtype=torch.bool, device=t.device), cand[None, M:] == t[:, None]], 1)
             cols = torch.zeros(M, dtype=torch.long, device=t.device)
         else:
             logits = (h @ lookup(cand).T).float() / self.temperature  # [M, M + K]
             logits = logits - torch.cat([self._log_q_in_batch(t), self._log_q_proposal(neg, n_items)])
+            if seen is not None:
+                logits = logits + seen[1] * in_context(seen[0], cand)
             hit = cand[None, :] == t[:, None]  # [M, M + K]
             cols = torch.arange(M, device=t.device)
             hit[cols, cols] = False  # the positive itself

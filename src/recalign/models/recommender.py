@@ -11,7 +11,13 @@ from torch import nn
 from recalign.errors import InputError
 from recalign.models.build import build_backbone
 from recalign.models.config import ModelConfig
-from recalign.models.heads import SampledSoftmaxHead, full_logits, make_head
+from recalign.models.heads import SampledSoftmaxHead, Seen, full_logits, make_head, window_contexts
+
+# The seen-item logit is SEEN_RATE × its parameter. A single scalar whose gradient keeps one sign
+# (on data without repeats every seen item's probability is wasted mass) moves about lr per Adam
+# step; at lr 1e-3 it would need ~10,000 steps to reach the -10 that takes seen items out of a
+# top-10. Scaled, it gets there within the first epochs of ml-100k.
+SEEN_RATE = 10.0
 
 
 class SequenceEncoder(nn.Module):
@@ -49,23 +55,67 @@ class SequenceEncoder(nn.Module):
 
 
 class Recommender(SequenceEncoder):
+    """The policy. Its logits are `h(s) · e_a / τ`, plus, with `model.seen_bias`, one learned
+    logit `b` for every item in the state's context (the items `h(s)` attends to): the model
+    learns from the logs whether users consume an item again (`b` > 0) or never do (`b` → very
+    negative: MovieLens), instead of having to push seen items down through `h(s)`. Every
+    score therefore needs the state's context beside the state: `log_probs(hidden, context)`,
+    `logits(hidden, context)`, `next_item_loss(..., items)`, `seen_offset(items)` for ranking."""
+
     def __init__(self, cfg: ModelConfig, n_items: int, item_counts: np.ndarray | None = None):
         super().__init__(cfg, n_items)
         counts = None if item_counts is None else np.asarray(item_counts, dtype=np.float64)
         self.head = make_head(cfg, counts)
+        if cfg.seen_bias:
+            self.seen_param = nn.Parameter(torch.zeros(()))
 
-    def next_item_loss(self, hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor):
-        """The head's weighted next-item loss `sum(w * nll) / count(targets > 0)`."""
-        return self.head.loss(hidden, targets, weights, self.item_weight)
+    @property
+    def seen_logit(self) -> torch.Tensor | None:
+        """The learned logit `b` of an item already in the context (0-dim), None without one."""
+        return self.seen_param * SEEN_RATE if self.cfg.seen_bias else None
 
-    def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Full-catalog log-probabilities `log π(· | s)`: states `[..., D]` -> `[..., N + 1]`
-        (at least float32; column 0 = -inf). The one place they are computed."""
-        return self.head.log_probs(hidden, self.item_weight)
+    def _seen(self, context: torch.Tensor | None) -> Seen | None:
+        if not self.cfg.seen_bias or context is None:
+            return None
+        return context, self.seen_logit
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Full-catalog logits `[..., N + 1]` (column 0 = -inf)."""
-        return full_logits(hidden, self.item_weight, self.cfg.temperature)
+    def next_item_loss(self, hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+                       items: torch.Tensor):
+        """The head's weighted next-item loss `sum(w * nll) / count(targets > 0)` over windows
+        `items [B, L]` (their states `hidden [B, L, D]`)."""
+        return self.head.loss(hidden, targets, weights, self.item_weight, self._seen(window_contexts(items)))
+
+    def log_probs(self, hidden: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Full-catalog log-probabilities `log π(· | s)`: states `[..., D]` and their contexts
+        `[..., L]` (tokens; None = empty) -> `[..., N + 1]` (at least float32; column 0 = -inf).
+        The one place they are computed. Contexts of window positions: `window_contexts`; of a
+        last state: its input tokens."""
+        return self.head.log_probs(hidden, self.item_weight, self._seen(context))
+
+    def logits(self, hidden: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Full-catalog logits `[..., N + 1]` (column 0 = -inf), contexts as in `log_probs`."""
+        return full_logits(hidden, self.item_weight, self.cfg.temperature, self._seen(context))
+
+    def zero_loss(self, hidden: torch.Tensor) -> torch.Tensor:
+        """A loss of 0 that every trainable parameter takes part in (a batch with nothing to
+        score still gives every parameter a gradient, as DistributedDataParallel requires)."""
+        zero = hidden.sum() * 0.0
+        return zero if self.seen_logit is None else zero + self.seen_logit * 0.0
+
+    def position_log_probs(self, items: torch.Tensor, timestamps: torch.Tensor | None,
+                           sel: torch.Tensor) -> torch.Tensor:
+        """`log π(· | s_t)` at the positions `sel [B, L] bool` of windows `items [B, L]`: `[M, N+1]`."""
+        return self.log_probs(self.encode(items, timestamps)[sel], window_contexts(items)[sel])
+
+    def seen_offset(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+        """The seen logit as a ranking offset for last states of `items [B, L]`: CSR
+        `(indptr [B+1], tokens, b)` for `eval.metrics.target_ranks` / `topk_items`; None without one."""
+        if not self.cfg.seen_bias:
+            return None
+        nz = items > 0
+        indptr = torch.zeros(items.shape[0] + 1, dtype=torch.long, device=items.device)
+        indptr[1:] = nz.sum(1).cumsum(0)
+        return indptr, items[nz], float(self.seen_logit)
 
     def set_sparse_item_grad(self, on: bool) -> None:
         """Give the item table a sparse gradient (only the rows of the batch's input items and

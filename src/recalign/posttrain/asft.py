@@ -38,7 +38,7 @@ def reference_value(ctx: PostTrainContext) -> Tensor:
     out = torch.full((len(ctx.data.inter),), float("nan"), dtype=torch.float64, device=ctx.device)
     for batch in training_batches(ctx):
         sel = batch.targets > 0
-        logp0 = ref.log_probs(ref.encode(batch.items, batch.timestamps)[sel])  # [M, N+1]
+        logp0 = ref.position_log_probs(batch.items, batch.timestamps, sel)  # [M, N+1]
         values = rm.score_all(rm.encode(batch.items, batch.timestamps)[sel])  # [M, N+1]
         out[batch.target_rows[sel]] = expected_value(logp0, values).double()
     return out

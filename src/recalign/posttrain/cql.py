@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from recalign.errors import InputError
+from recalign.models.heads import window_contexts
 from recalign.posttrain.losses import cql_loss
 from recalign.posttrain.registry import Method, PostTrainContext, register
 from recalign.posttrain.scoring import lookup, reward_table
@@ -64,7 +65,7 @@ class CQL(Method):
     def loss(self, model, batch):
         sel = batch.targets > 0
         hidden = model.encode(batch.items, batch.timestamps)
-        q = model.logits(hidden[sel]).float()  # [M, N+1], column 0 = -inf
+        q = model.logits(hidden[sel], window_contexts(batch.items)[sel]).float()  # [M, N+1], column 0 = -inf
         rewards = lookup(self._reward, batch.target_rows)[sel]
         q_next = done = None
         if self.pt.gamma > 0:

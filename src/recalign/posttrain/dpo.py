@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from recalign.errors import InputError
+from recalign.models.heads import window_contexts
 from recalign.posttrain.losses import dpo_loss, ipo_loss
 from recalign.posttrain.registry import Method, PostTrainContext, register
 from recalign.posttrain.scoring import (
@@ -103,7 +104,7 @@ class Preference(Method):
         for batch in training_batches(ctx):
             sel = batch.targets > 0
             rows = batch.target_rows[sel]
-            logp0 = ref.log_probs(ref.encode(batch.items, batch.timestamps)[sel])  # [M, N+1]
+            logp0 = ref.position_log_probs(batch.items, batch.timestamps, sel)  # [M, N+1]
             tgt = batch.targets[sel].unsqueeze(1)
             excl = logp0.scatter(1, tgt, float("-inf"))  # π_0 without the logged item
             rej = sample_items(excl, 1, replacement=False, generator=gen).squeeze(1)
@@ -119,21 +120,21 @@ class Preference(Method):
             sel = (batch.targets > 0) & lookup(self._preferred, batch.target_rows)
             rows = batch.target_rows[sel]
             if rows.numel() == 0:
-                return hidden.sum() * 0.0, {"n_pairs": 0}
-            logp = model.log_probs(hidden[sel])
+                return model.zero_loss(hidden), {"n_pairs": 0}
+            logp = model.log_probs(hidden[sel], window_contexts(batch.items)[sel])
             chosen, rejected = batch.targets[sel], self._rejected[rows]
             ref_w, ref_l = self._ref_w[rows], self._ref_l[rows]
             valid = None
         else:
             sel = batch.targets > 0
-            logp = model.log_probs(hidden[sel])  # [M, N+1]
+            logp = model.log_probs(hidden[sel], window_contexts(batch.items)[sel])  # [M, N+1]
             with torch.no_grad():
                 cand = sample_items(logp, self.pt.k_samples, replacement=False)  # [M, K]
                 rm = self.ctx.reward_model
                 scores = rm.score(rm.encode(batch.items, batch.timestamps)[sel], cand)
                 chosen, rejected, valid = best_worst(cand, scores)
                 ref = self.ctx.reference
-                ref_logp = ref.log_probs(ref.encode(batch.items, batch.timestamps)[sel])
+                ref_logp = ref.position_log_probs(batch.items, batch.timestamps, sel)
                 ref_w = ref_logp.gather(1, chosen.unsqueeze(1)).squeeze(1)
                 ref_l = ref_logp.gather(1, rejected.unsqueeze(1)).squeeze(1)
             if not bool(valid.any()):

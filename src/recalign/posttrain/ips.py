@@ -40,8 +40,7 @@ class IPS(Method):
 
     def loss(self, model, batch):
         sel = batch.targets > 0
-        hidden = model.encode(batch.items, batch.timestamps)
-        logp = model.log_probs(hidden[sel]).gather(1, batch.targets[sel].unsqueeze(1)).squeeze(1)
+        logp = model.position_log_probs(batch.items, batch.timestamps, sel).gather(1, batch.targets[sel].unsqueeze(1)).squeeze(1)
         behavior = lookup(self._logp0, batch.target_rows)[sel]
         rewards = lookup(self._reward, batch.target_rows)[sel]
         return ips_loss(logp, behavior, rewards, clip=self.pt.ips_clip, topk=self.pt.topk or None)

@@ -135,14 +135,13 @@ class PPO(Method):
 
     def _ref_logp(self, batch: SeqBatch, sel: Tensor) -> Tensor:
         ref = self.ctx.reference
-        return ref.log_probs(ref.encode(batch.items, batch.timestamps)[sel])
+        return ref.position_log_probs(batch.items, batch.timestamps, sel)
 
     def _fresh(self, model, batch: SeqBatch, slot: int):
         """A new rollout from `batch` and the first update on it (kept in `slot` for the next
         `ppo_epochs − 1` passes)."""
         sel = batch.targets > 0
-        hidden = model.encode(batch.items, batch.timestamps)
-        logp = model.log_probs(hidden[sel])  # [M, N+1]
+        logp = model.position_log_probs(batch.items, batch.timestamps, sel)  # [M, N+1]
         with torch.no_grad():
             samples = sample_items(logp, self.pt.k_samples, replacement=True)  # [M, K]
             logp_old = logp.detach().gather(1, samples)
@@ -159,7 +158,7 @@ class PPO(Method):
     def _replay(self, model, ro: Rollout):
         """A further update on a kept rollout, with the current parameters."""
         sel = ro.batch.targets > 0
-        logp = model.log_probs(model.encode(ro.batch.items, ro.batch.timestamps)[sel])
+        logp = model.position_log_probs(ro.batch.items, ro.batch.timestamps, sel)
         return self._update(logp, ro)
 
     def _update(self, logp: Tensor, ro: Rollout) -> tuple[Tensor, dict[str, Any]]:

@@ -110,7 +110,6 @@ def reference_target_logp(ctx: PostTrainContext) -> Tensor:
     out = torch.full((len(ctx.data.inter),), float("nan"), device=ctx.device)
     for batch in training_batches(ctx):
         sel = batch.targets > 0
-        h = ref.encode(batch.items, batch.timestamps)[sel]
-        lp = ref.log_probs(h).gather(1, batch.targets[sel].unsqueeze(1)).squeeze(1)
+        lp = ref.position_log_probs(batch.items, batch.timestamps, sel).gather(1, batch.targets[sel].unsqueeze(1)).squeeze(1)
         out[batch.target_rows[sel]] = lp
     return out

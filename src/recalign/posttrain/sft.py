@@ -174,7 +174,7 @@ class WeightedSFT(Method):
                           max_weight=self.pt.max_weight).view_as(mask)
         else:
             w = lookup(self._w, batch.target_rows) * mask
-        return model.next_item_loss(hidden, batch.targets, w.float())
+        return model.next_item_loss(hidden, batch.targets, w.float(), batch.items)
 
 
 @register("sft")

@@ -71,13 +71,15 @@ def recommend_run(run_dir: str | Path, user: str | None = None, history: list[st
     items = history_batch([tokens], cfg.model.max_len)
     times = history_batch([ts], cfg.model.max_len) if ts is not None else None
     dev = next(model.parameters()).device
-    q = model.last_hidden(items.to(dev), None if times is None else times.to(dev)).float()
+    items = items.to(dev)
+    q = model.last_hidden(items, None if times is None else times.to(dev)).float()
     exclude = None
     if exclude_seen and len(tokens):
         seen = torch.from_numpy(np.unique(tokens))
         exclude = (torch.tensor([0, len(seen)]), seen)
     k = min(k, inter.n_items - (len(exclude[1]) if exclude else 0))
-    scores, top = topk_items(q, model.item_weight.float(), k, exclude=exclude, item_chunk=cfg.eval.item_chunk)
+    scores, top = topk_items(q, model.item_weight.float(), k, exclude=exclude, offset=model.seen_offset(items),
+                             item_chunk=cfg.eval.item_chunk, temperature=cfg.model.temperature)
     codes = top[0].cpu().numpy() - 1
     ids = [_plain(x) for x in inter.item_ids[codes]]
     titles = item_titles(cfg, items_file) or {}

@@ -66,7 +66,7 @@ class NextItemObjective:
     def __call__(self, model: Recommender, batch: SeqBatch) -> tuple[torch.Tensor, dict[str, Any]]:
         hidden = model.encode(batch.items, batch.timestamps)
         weights = (batch.targets > 0).to(hidden.dtype)
-        return model.next_item_loss(hidden, batch.targets, weights)
+        return model.next_item_loss(hidden, batch.targets, weights, batch.items)
 
 
 class NonFiniteLoss(RecalignError):
@@ -283,7 +283,7 @@ def _restore(run: _Run, model: Recommender, opt: OptimizerBundle, np_rng: np.ran
 def _wrap_ddp(model: Recommender, objective: Objective, device: torch.device) -> torch.nn.Module:
     """The objective as the forward of a `DistributedDataParallel` module (torchrun)."""
     # find_unused_parameters stays False: every stage's loss uses every trainable parameter of
-    # the model (backbone and tied item table; the heads have none), and a DDP that had to
+    # the model (backbone, tied item table and seen logit; the heads have none), and a DDP that had to
     # search the graph for unused ones would cost a traversal per step.
     # broadcast_buffers=False: the models' buffers are constants computed identically on
     # every rank (no running statistics), so there is nothing to broadcast per forward.

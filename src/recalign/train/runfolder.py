@@ -77,6 +77,8 @@ def migrate_old_keys(values: dict[str, Any]) -> dict[str, Any]:
         (s_old, k_old), (s_new, k_new) = old.split("."), new.split(".")
         if k_old in out.get(s_old, {}):
             out.setdefault(s_new, {}).setdefault(k_new, out[s_old][k_old])
+    if "model" in out and "seen_bias" not in out["model"]:  # written before the seen logit existed
+        out["model"]["seen_bias"] = False
     return out
 
 
