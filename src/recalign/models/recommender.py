@@ -115,7 +115,7 @@ class Recommender(SequenceEncoder):
         nz = items > 0
         indptr = torch.zeros(items.shape[0] + 1, dtype=torch.long, device=items.device)
         indptr[1:] = nz.sum(1).cumsum(0)
-        return indptr, items[nz], float(self.seen_logit)
+        return indptr, items[nz], float(self.seen_logit.detach())
 
     def set_sparse_item_grad(self, on: bool) -> None:
         """Give the item table a sparse gradient (only the rows of the batch's input items and
