@@ -54,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV = HERE / ".peer-venv"
 WORK = HERE / "_work"
+SPEED_TARGET = 20  # issue [8]: RecBole's best validation NDCG@10 in <= 1/20 of its wall-clock to it (was 1/10)
 PINS = ["torch==2.13.0", "numpy==1.26.4", "pandas==2.2.3", "scipy==1.13.1", "scikit-learn==1.5.2",
         "setuptools==80.10.2", "recbole==1.2.1"]
 
@@ -239,7 +240,7 @@ def seed_summary(runs: list[dict], rb: dict) -> dict:
         out[key] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0) if vals else None
     reached = [p["seconds_to_reach_recbole_best"] for p in per_seed if p["seconds_to_reach_recbole_best"] is not None]
     out["seeds_reaching_recbole_best"] = len(reached)
-    out["seeds_reaching_it_within_a_tenth"] = sum(t <= 0.1 * rb["seconds_to_best"] for t in reached)
+    out["seeds_reaching_it_within_the_target"] = sum(t <= rb["seconds_to_best"] / SPEED_TARGET for t in reached)
     out["seeds_with_test_ndcg@10_at_least_recbole"] = sum(
         p["test_ndcg@10"] >= rb["test"]["ndcg@10"] for p in per_seed)
     return out
@@ -261,8 +262,9 @@ def seed_lines(summ: dict, rb: dict) -> list[str]:
             m, sd = summ[key]
             lines.append(f"mean ± std {name}: {m:.4f} ± {sd:.4f} (RecBole {fmt(ref)})")
     lines.append(f"seeds with test NDCG@10 >= RecBole's: {summ['seeds_with_test_ndcg@10_at_least_recbole']}/{n}; "
-                 f"seeds reaching RecBole's best valid: {summ['seeds_reaching_recbole_best']}/{n}, within a tenth "
-                 f"of its time ({0.1 * rb['seconds_to_best']:.1f} s): {summ['seeds_reaching_it_within_a_tenth']}/{n}")
+                 f"seeds reaching RecBole's best valid: {summ['seeds_reaching_recbole_best']}/{n}, within 1/{SPEED_TARGET} "
+                 f"of its time ({rb['seconds_to_best'] / SPEED_TARGET:.1f} s): "
+                 f"{summ['seeds_reaching_it_within_the_target']}/{n}")
     return lines
 
 
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     ndcg_target = (ra["test"].get("ndcg@10") or 0) >= (rb["test"].get("ndcg@10") or 0)
     speed_ratio = ratio(reach_s, rb["seconds_to_best"])
-    speed_target = speed_ratio is not None and speed_ratio <= 0.1
+    speed_target = speed_ratio is not None and speed_ratio <= 1 / SPEED_TARGET
     notes = [
         "seen items are NOT masked on either side (RecBole does not mask them for sequential models; "
         "recalign runs with eval.mask_seen=false)",
@@ -372,7 +374,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "targets": {
             "test_ndcg@10_at_least_recbole": ndcg_target,
-            "reach_recbole_best_valid_in_at_most_a_tenth_of_its_time": speed_target,
+            f"reach_recbole_best_valid_in_at_most_1/{SPEED_TARGET}_of_its_time": speed_target,
         },
         "table": table, "notes": notes,
     }
@@ -386,7 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
     say(f"\nRecBole 1.2.1 SASRec vs recalign SASRec on ml-100k, seed {args.seed}, {args.threads} torch threads each")
     say("\n".join(table))
     say(f"\ntarget: recalign test NDCG@10 >= RecBole's: {'MET' if ndcg_target else 'NOT MET'}")
-    say(f"target: recalign reaches RecBole's best valid NDCG@10 ({target:.4f}) in <= 1/10 of RecBole's time "
+    say(f"target: recalign reaches RecBole's best valid NDCG@10 ({target:.4f}) in <= 1/{SPEED_TARGET} of RecBole's time "
         f"to it ({fmt(rb['seconds_to_best'], '.1f')} s): "
         + ("never reached" if reach_s is None else f"{reach_s:.1f} s (epoch {reach_epoch}), ratio {speed_ratio:.3f}")
         + f" -> {'MET' if speed_target else 'NOT MET'}")
