@@ -397,10 +397,14 @@ def test_cli_posttrain_json_and_bad_usage(sim_run, tmp_path, capsys):
 def test_cli_reward_model_from_a_run(sim_run, tmp_path, capsys):
     init, _, _ = sim_run
     args = _parser().parse_args(["reward-model", "--init", str(init), "--out", str(tmp_path / "rm"), "--json",
-                                 "--set", "train.max_steps=2", "--set", "train.epochs=1"])
+                                 "--set", "train.max_steps=2", "--set", "train.epochs=1",
+                                 "--set", "posttrain.rm_weight_decay=0.3"])
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["valid"]["rmse"]) == {"reward_model", "global_mean", "user_mean", "item_mean"}
+    # the reward model's own weight decay replaces train.weight_decay (0 in the policy's run)
+    assert "weight_decay = 0.3" in (tmp_path / "rm" / "config.toml").read_text()
+    assert "weight_decay = 0.0" in (init / "config.toml").read_text()
 
 
 @pytest.mark.parametrize("name,sets", [

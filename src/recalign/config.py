@@ -94,6 +94,10 @@ class PostTrainConfig:
     lam_target_ess: float = field(0.5, "lam_rule = ess: the target ESS fraction in (0, 1]",
                                   check=(lambda v: 0 < v <= 1, "in (0, 1]"))
     beta: float = field(0.1, "dpo/ipo: temperature β of the preference loss (Rafailov et al. 2023)", check=POSITIVE)
+    rm_weight_decay: float = field(-1.0, "AdamW weight decay of the reward model the RLHF methods train "
+                                         "(`recalign reward-model`, the contest's and compare's reward model; not "
+                                         "the judges): a regularisation axis of its own; -1 = train.weight_decay",
+                                   check=(lambda v: v == -1 or v >= 0, ">= 0, or -1 (= train.weight_decay)"))
     kl_coef: float = field(0.1, "ppo: coefficient β of the KL penalty to π_0 in the reward (Ouyang et al. 2022)", check=NON_NEGATIVE)
     pairs: Literal["rm", "logged"] = field("rm", "dpo/ipo pairs: rm (online, reward model) or logged")
     threshold: float = field(4.0, "filtered_sft: keep interactions with reward >= threshold")

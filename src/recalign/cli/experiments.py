@@ -106,7 +106,7 @@ def cmd_phase(args: argparse.Namespace) -> int:
     out = Path(out_dir(args, "recalign-phase-"))
     cfg = preset_config(args.dataset or "sim", args.quick, args.overrides, None, args.config, world=args.world)
     epochs = configlib.parse_overrides(args.overrides).get("posttrain", {}).get("epochs")  # --set wins over the grid
-    grid = "quick" if args.quick else "full"
+    grid = args.grid or ("quick" if args.quick else "full")
     methods = check_methods(load_grid(grid), csv(args.methods))
     x = parse_axis("--x", args.x, cfg, load_grid(grid), methods)
     y = parse_axis("--y", args.y, cfg, load_grid(grid), methods)
@@ -268,6 +268,9 @@ def _add_phase(sub: argparse._SubParsersAction) -> None:
                    "default 3)")
     p.add_argument("--jobs", type=int, default=0, help="seeds of a cell run in parallel processes (default: one per "
                    "CPU core)")
+    p.add_argument("--grid", choices=("full", "quick"), help="the contest grid of every cell, from "
+                   "configs/contest/grids.toml (default: quick with --quick, else full; quick on a full-size world "
+                   "is the cheap slice: 2 points per method, 2 epochs)")
     _add_run_args(p, "the preset's quick variant and the quick contest grid (smoke test)", WORLD_HELP,
                   "output folder (default: a new temp folder); finished cells found there are reused",
                   "the results (as in phase.json)")

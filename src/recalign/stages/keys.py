@@ -27,7 +27,7 @@ POSTTRAIN_ELSEWHERE = {
     **{k: JUDGE_NOTE for k in JUDGE_KEYS},
 }
 # ... except these, when post-training trains the method's reward model (they set its training)
-RM_TRAIN_KEYS = ("train.epochs", "train.lr", "train.patience")
+RM_TRAIN_KEYS = ("train.epochs", "train.lr", "train.patience", "posttrain.rm_weight_decay")
 
 
 def flat_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
@@ -48,6 +48,8 @@ def check_training_keys(stage: str, given: dict[str, Any], cfg: RunConfig) -> No
     keys are the experiments', `sim.*` needs `data.name = sim`."""
     problems = []
     for key in flat_keys(given):
+        if key == "posttrain.rm_weight_decay" and stage == "reward-model":
+            continue
         if key.startswith("posttrain."):
             problems.append(f"{key} is read by post-training only (recalign posttrain --set {key}=...)")
         elif key in JUDGE_KEYS:

@@ -40,7 +40,7 @@ from recalign.posttrain.registry import Method, PostTrainContext, get_method
 from recalign.posttrain.scoring import frozen_copy
 from recalign.stages.common import load_run, train_and_test
 from recalign.stages.keys import check_posttrain_keys, flat_keys
-from recalign.stages.reward_model import load_reward_model, train_reward_model
+from recalign.stages.reward_model import load_reward_model, rm_training_config, train_reward_model
 from recalign.train import checkpoint as ckpt
 from recalign.train.loop import resolve_device
 from recalign.train.runfolder import read_config, read_state, update_state, write_run_files
@@ -257,7 +257,7 @@ def _reward_model(plan: Plan, rm_cfg: RunConfig, data: Prepared, model: Recommen
     path = out_dir / "reward_model"
     if resume and read_state(path).get("trained"):
         return load_reward_model(path, data), path, None
-    rm, diag = train_reward_model(rm_cfg, data, path, init_model=model)
+    rm, diag = train_reward_model(rm_training_config(rm_cfg), data, path, init_model=model)
     return rm, path, diag
 
 

@@ -188,5 +188,13 @@ def reward_model_stage(out_dir: str | Path, init_run: str | Path | None = None, 
         if cfg is None:
             raise InputError("give --init RUN or --data DATASET")
         data, model = prepare(cfg), None
-    _, diag = train_reward_model(cfg, data, out_dir, init_model=model)
+    _, diag = train_reward_model(rm_training_config(cfg), data, out_dir, init_model=model)
     return diag
+
+
+def rm_training_config(cfg: RunConfig) -> RunConfig:
+    """The configuration the RLHF methods' reward model trains with: `cfg`, with
+    `posttrain.rm_weight_decay` (when set, >= 0) as its `train.weight_decay`."""
+    if cfg.posttrain.rm_weight_decay < 0:
+        return cfg
+    return configlib.update(cfg, {"train": {"weight_decay": cfg.posttrain.rm_weight_decay}})
