@@ -12,7 +12,13 @@ import torch
 
 from recalign.eval.metrics import target_ranks, topk_items
 from recalign.models.config import ModelConfig
-from recalign.models.heads import FullSoftmaxHead, SampledSoftmaxHead, full_logits, in_context, window_contexts
+from recalign.models.heads import (
+    FullSoftmaxHead,
+    SampledSoftmaxHead,
+    full_logits,
+    in_context,
+    window_contexts,
+)
 from recalign.models.recommender import Recommender
 from recalign.train.runfolder import migrate_old_keys
 
