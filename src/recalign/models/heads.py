@@ -111,10 +111,12 @@ def full_logits(
     """Scores of every token: `[..., D] float`, `[N+1, D] float` -> `[..., N+1] float`, column 0 = -inf;
     with `seen = (context [..., L], bias)`, `bias` is added to the tokens of each state's context."""
     logits = hidden @ item_weight.T / temperature
-    if seen is not None:
+    if seen is not None:  # one scatter_add of [..., L] values: no [..., N+1] mask is formed
         context, bias = seen
-        mask = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device).scatter_(-1, context, True)
-        logits = logits + bias * mask
+        srt = context.sort(dim=-1).values
+        first = torch.ones_like(srt, dtype=torch.bool)
+        first[..., 1:] = srt[..., 1:] != srt[..., :-1]  # an item listed twice gets the bias once
+        logits = logits.scatter_add(-1, srt, ((first & (srt > 0)) * bias).to(logits.dtype))
     logits[..., 0] = float("-inf")
     return logits
 
