@@ -165,6 +165,14 @@ def test_reproduce_quick_writes_report_and_figures(tmp_path, capsys):
     assert not list(out.glob("sim/lambda/seed*/pretrain"))
     assert [p["value"] for p in sim["series"]["exp_sft"]] == ["0.3", "3"]
     assert res["noise"]["sim (gaussian noise)"]["values"] == ["0", "2"]
+    # the λ curve and the noise sweep read every run at its checkpoint selected on validation (practical rule)
+    lam_sel, noise_sel = sim["select"], res["noise"]["sim (gaussian noise)"]["select"]
+    assert lam_sel["rule"] == noise_sel["rule"] == "practical" and lam_sel["metric"] == "high/ndcg@10"
+    assert set(lam_sel["steps"]) == {"sft", "exp_sft[lam=0.3]", "exp_sft[lam=3]"}
+    assert set(noise_sel["steps"]) == {f"{v}/{m}" for v in ("0", "2") for m in METHODS}
+    assert all(len(s) == 2 for s in [*lam_sel["steps"].values(), *noise_sel["steps"].values()])
+    run = out / "sim" / "lambda" / "seed0" / folder_name("exp_sft[lam=3]")
+    assert lam_sel["steps"]["exp_sft[lam=3]"][0] in [r["step"] for r in read_checkpoints(run)]
     for name in ("lambda_sim.png", "noise_gaussian.png", "hacking.png", "methods.png", "frontier_sim.png", "report.md"):
         assert (out / name).is_file(), name
     md = (out / "report.md").read_text()
@@ -173,6 +181,7 @@ def test_reproduce_quick_writes_report_and_figures(tmp_path, capsys):
     assert "practical rule (selected lam=" in claim1 and "oracle rule" in claim1
     assert re.search(r"→ \*\*(holds|contradicted|inconclusive)\*\*", claim1)
     assert "| KL(π‖π0) | E_π[r*] |" in md and "![reward–KL frontier, sim](frontier_sim.png)" in md
+    assert "final policies" not in md and md.count("selected on validation by the practical rule (argmax") == 2
     assert "report.md" in capsys.readouterr().out
     assert main(args) == 2  # never overwrites a finished report
     (out / "results.json").unlink()

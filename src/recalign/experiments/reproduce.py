@@ -8,10 +8,18 @@ method of `--methods` at every point of its grid in `configs/contest/grids.toml`
 `quick` with `--quick`, each checkpoint a candidate, each method's policy selected on validation
 only, by the `practical` rule and on the simulator the `oracle` rule beside it, read on test with
 its KL from π0 and, on the simulator, E_π[r*]). From the same π0, `sft` and `exp_sft` at every λ
-of `--lams` (each run's final policy: the λ curve). On real data, `K` held-out judge reward
-models (`eval.judges`) score the λ curve's policies. On the simulator, in addition, the same
-comparison (final policies, fixed epochs) on fresh worlds at every noise scale of
-`--noise-scales` (robustness), with `ppo`'s training traced (reward hacking).
+of `--lams` (the λ curve). On the simulator, in addition, the same comparison on fresh worlds at
+every noise scale of `--noise-scales` (robustness), with `ppo`'s training traced (reward hacking).
+Every run of the λ curve and of the noise sweeps is checkpointed as the contest's runs are (the
+grid's `checkpoints`) and read at its checkpoint selected on validation by the `practical` rule
+(`sweep.sweep_seed`'s `select`; only the step is chosen), never on test; `results.json` holds
+the rule and the selected steps under each part's `select`. So every policy of the report is a
+checkpoint selected on validation only.
+
+The held-out judge ensemble is not run: a judge scores a policy's top-10 lists, and a selected
+checkpoint keeps neither its weights nor (on real data) its lists, so the judges could only score
+final policies (`selection.apply_selection` refuses that mix); `judges` (`--no-judges`) has no
+effect until checkpoints keep what the judges need.
 
 Writes `results.json` (every figure), `report.md` (tables, the claims of METHOD.md read off
 intervals as holds / contradicted / inconclusive, the figures) and the PNG figures
@@ -34,7 +42,6 @@ import numpy as np
 
 from recalign import configlib
 from recalign.config import RunConfig
-from recalign.data.prepared import prepare
 from recalign.errors import InputError
 from recalign.experiments import report
 from recalign.experiments.compare import judge_agreement_over_seeds
@@ -62,7 +69,6 @@ from recalign.experiments.summary import (
     verdict,
 )
 from recalign.experiments.sweep import (
-    JudgeCache,
     check_sweep,
     finish_sweep,
     primary_metric,
@@ -74,6 +80,7 @@ METHODS = ("sft", "linear_sft", "exp_sft", "ppo", "dpo")
 LAMS = ("0.1", "0.3", "1", "3", "10")
 NOISE_SCALES = ("0", "1", "2")
 NOISE_MODELS = ("gaussian", "popularity_bias")
+SELECT = "practical"  # the rule that reads every run of the λ curve and the noise sweeps (selection.RULES)
 
 
 def _log(msg: str) -> None:
@@ -101,18 +108,13 @@ def _sweep_args(kind: str, ds: str, cfg: RunConfig, out: Path, methods: tuple[st
             "out": out / ds / f"noise-{noise}", "fixed": ["sft"], "trace": ("ppo",)}
 
 
-def _judges_job(ds: str, cfg: RunConfig, out: Path) -> float:
-    """Phase 1: the judge ensemble of a real dataset, trained once (seeds then load it)."""
-    t0 = time.perf_counter()
-    JudgeCache(out / ds, cfg.eval.judges, lambda m: _log(f"{ds}: {m}")).get(cfg, prepare(cfg))
-    return round(time.perf_counter() - t0, 1)
-
-
 def _seed_job(kind: str, ds: str, cfg: RunConfig, out: Path, seed: int, methods: tuple[str, ...],
-              lams: tuple[str, ...], noise_scales: tuple[str, ...], judges: bool,
+              lams: tuple[str, ...], noise_scales: tuple[str, ...], checkpoints: int,
               contest: tuple[Grid, int] | None = None) -> dict[str, Any]:
-    """Phase 2: one seed of one part (a process of its own with `--jobs`). `main`: the contest
-    (`contest` = its grid and epochs; `ppo` traced on the simulator), then the λ curve from its π0."""
+    """One seed of one part (a process of its own with `--jobs`). `main`: the contest (`contest`
+    = its grid and epochs; `ppo` traced on the simulator), then the λ curve from its π0. The
+    sweep's runs are checkpointed `checkpoints` times and read at their checkpoints selected on
+    validation by the `SELECT` rule."""
     t0 = time.perf_counter()
     done: dict[str, Any] = {"kind": kind, "dataset": ds, "seed": seed}
     pretrained = None
@@ -122,10 +124,9 @@ def _seed_job(kind: str, ds: str, cfg: RunConfig, out: Path, seed: int, methods:
         done["contest"] = contest_seed(cfg, out / ds, methods, grid, epochs, seed, trace=trace, log=_log)
         pretrained = out / ds / f"seed{seed}" / "pretrain"
     a = _sweep_args(kind, ds, cfg, out, methods, lams, noise_scales)
-    k = cfg.eval.judges if judges and cfg.data.name != "sim" and kind == "main" else 0
     done["result"] = sweep_seed(a["cfg"], a["param"], a["values"], a["methods"], a["out"], seed, fixed=a["fixed"],
                                 trace=a["trace"], log=lambda m: _log(f"{ds} {kind} seed {seed}: {m}"),
-                                judge_cache=JudgeCache(out / ds, k, _log), pretrained=pretrained)
+                                select=SELECT, checkpoints=checkpoints, pretrained=pretrained)
     return {**done, "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -170,8 +171,11 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
                   jobs: int = 1, resume: bool = False, grid: str | None = None) -> dict[str, Any]:
     """Run every part, seed by seed, `jobs` at a time (separate processes, one torch thread each),
     then write `results.json`, `report.md` and the figures into `out`. The contest runs on `grid`
-    (None: `quick` with `quick`, else `full`; `--set posttrain.epochs=N` wins over its epochs).
-    With `resume`, runs that finished in `out` before are reused and interrupted ones continue."""
+    (None: `quick` with `quick`, else `full`; `--set posttrain.epochs=N` wins over its epochs);
+    the λ curve's and the noise sweeps' runs get its `checkpoints`, each read at its checkpoint
+    selected on validation by the `SELECT` rule. `judges` has no effect (no judge scores a
+    selected checkpoint: the module's docstring). With `resume`, runs that finished in `out`
+    before are reused and interrupted ones continue."""
     out = Path(out)
     _check(out, datasets, methods, jobs, resume)
     g = load_grid(grid or ("quick" if quick else "full"))
@@ -186,23 +190,22 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
     revision = _git_revision()  # now: the tree may change while the parts run
     t_start = time.perf_counter()
     real = [ds for ds, c in cfgs.items() if c.data.name != "sim"]
-    judge_seconds = pool_map(_judges_job, [(ds, cfgs[ds], out) for ds in real], jobs) if judges else []
     # the longest parts first (real data, then the noise sweeps), so parallel workers finish together
     parts = [("main", ds) for ds in real]
     parts += [(f"noise:{n}", ds) for ds, c in cfgs.items() if c.data.name == "sim" and noise_scales for n in noise_models]
     parts += [("main", ds) for ds, c in cfgs.items() if c.data.name == "sim"]
-    args = [(kind, ds, cfgs[ds], out, i, tuple(methods), tuple(lams), tuple(noise_scales), judges,
+    args = [(kind, ds, cfgs[ds], out, i, tuple(methods), tuple(lams), tuple(noise_scales), g.checkpoints,
              contest if kind == "main" else None) for kind, ds in parts for i in range(seeds)]
     done = pool_map(_seed_job, args, jobs)
     results: dict[str, Any] = {"datasets": {}, "noise": {}, "seeds": seeds, "methods": list(methods),
                                "grid": g.name, "lams": list(lams), "noise_scales": list(noise_scales), "quick": quick,
                                "overrides": list(overrides or []), "git_revision": revision, "jobs": jobs,
-                               "seconds": {f"{ds} judges": t for ds, t in zip(real, judge_seconds)}, "traces": {}}
+                               "seconds": {}, "traces": {}}
     for kind, ds in sorted(parts, key=lambda p: (datasets.index(p[1]), p[0])):  # the order asked for
         mine = sorted((d for d in done if d["kind"] == kind and d["dataset"] == ds), key=lambda d: d["seed"])
         a = _sweep_args(kind, ds, cfgs[ds], out, methods, lams, noise_scales)
         sw = finish_sweep([d["result"] for d in mine], a["cfg"], a["param"], a["values"], a["methods"], a["fixed"],
-                          "sft", a["trace"])
+                          "sft", a["trace"], select=SELECT)
         if kind == "main":
             results["datasets"][ds], traces = _main_results(ds, cfgs[ds], mine, sw, methods, contest, out)
             results["traces"].update(traces)
@@ -236,6 +239,25 @@ def _finite(d: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if d is None else {**d, **{k: math.nan for k in ("lo", "hi") if d.get(k) is None}}
 
 
+def _read_at(r: dict[str, Any]) -> str:
+    """How a sweep's runs were read: at checkpoints selected on validation (`select`), or, in
+    results written before reproduce selected them, at their ends."""
+    sel = r.get("select")
+    return (f"each run's checkpoint selected on validation by the {sel['rule']} rule" if sel
+            else "final policies")
+
+
+def _steps_line(r: dict[str, Any]) -> list[str]:
+    """The selected step of every run of a sweep, per seed (empty without `select`)."""
+    sel = r.get("select")
+    if not sel:
+        return []
+    steps = "; ".join(f"`{label}` {', '.join(map(str, s))}" for label, s in sel["steps"].items())
+    return [f"Each run read at its checkpoint selected on validation by the {sel['rule']} rule (argmax of the "
+            f"validation {sel['metric']} over its checkpoints; never the test split); selected steps per seed: "
+            f"{steps}.", ""]
+
+
 def _picks(sels: list[dict[str, Any]]) -> str:
     return "; ".join(", ".join([f"{k}={v}" for k, v in s["knobs"].items()] + [f"step {s['step']}"]) for s in sels)
 
@@ -267,7 +289,7 @@ def _claim4_contest(ds: str, r: dict[str, Any]) -> str:
         parts.append(f"high/ndcg@10 exp_sft − linear_sft > 0: {_read(diff, 'positive', 4)}")
     best = max(r["series"]["exp_sft"], key=lambda p: p.get("high/ndcg@10", {}).get("mean", -1))
     return (f"**Claim 4** ({ds}): `exp_sft`, selected on validation by the practical rule "
-            f"({_picks(m['exp_sft']['selected']['practical'])}): {'; '.join(parts)}. Over λ (final policies), the "
+            f"({_picks(m['exp_sft']['selected']['practical'])}): {'; '.join(parts)}. Over λ ({_read_at(r)}), the "
             f"mean high/NDCG@10 peaks at λ = {best['value']} ({fmt(best.get('high/ndcg@10', {}).get('mean'), 4)}).")
 
 
@@ -305,7 +327,7 @@ def _claim1(ds: str, r: dict[str, Any], seeds: int) -> list[str]:
     by: dict[str, list[str]] = {}
     for p in r["series"]["exp_sft"]:
         by.setdefault(verdict(p.get("delta", {}).get("true_value")), []).append(p["value"])
-    lines.append(f"  Over the λ grid {{{', '.join(r['values'])}}} (final policies): " + "; ".join(
+    lines.append(f"  Over the λ grid {{{', '.join(r['values'])}}} ({_read_at(r)}): " + "; ".join(
         f"{v} at λ ∈ {{{', '.join(lams)}}}" for v, lams in by.items()) + ".")
     return lines
 
@@ -463,8 +485,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         if "contest" in r:
             md += ["### The contest: each method selected on validation, read on test", "",
                    protocol_sentence(r["contest"]), "", *selected_table(r["contest"]), "", *frontier_table(r["contest"]),
-                   "", f"### The λ curve's runs (final policies after {r['config']['posttrain']['epochs']} epoch(s))", ""]
-        md += [report.methods_markdown(r["fixed"], metrics), ""]
+                   "", f"### The λ curve's runs ({_read_at(r)}; {r['config']['posttrain']['epochs']} epoch(s))", ""]
+        md += _steps_line(r) + [report.methods_markdown(r["fixed"], metrics), ""]
         if any("judge_spread" in s for s in r["fixed"].values()):
             spread = max(s.get("judge_spread", 0) for s in r["fixed"].values())
             md.append(f"Judge ensemble: {r['config']['eval']['judges']} reward models trained on every interaction; "
@@ -474,7 +496,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     for key, nz in results["noise"].items():
         md += ["", f"## Robustness: {key}", "", f"True value of the top-10 against `{nz['param']}` (each value: new "
                f"worlds with the same items and true rewards, only the observed rewards differ; every method "
-               f"retrained):", "", report.sweep_markdown(nz), ""]
+               f"retrained):", "", *_steps_line(nz), report.sweep_markdown(nz), ""]
     md += ["", "## Figures", ""]
     md += [f"### {title}\n\n![{title}]({name})\n" for title, name in figs]
     md += ["## Time", "", "| part | seconds |", "|---|---|"]
