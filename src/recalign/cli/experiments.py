@@ -293,8 +293,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-scales", help="simulator noise scales of the robustness sweep (default 0,1,2; empty = skip)")
     p.add_argument("--noise-models", help="simulator noise models of the robustness sweep (default "
                    "gaussian,popularity_bias)")
-    p.add_argument("--no-judges", action="store_true", help="no effect for now: reproduce runs no judges (its "
-                   "policies are checkpoints selected on validation, which the judges cannot score)")
+    p.add_argument("--no-judges", action="store_true", help="skip the held-out judge ensemble on real data")
     p.add_argument("--jobs", type=int, default=1, help="parts run in parallel processes (one torch thread each; "
                    "2 on a 2-core machine)")
     p.add_argument("--quick", action="store_true", help="tiny settings: checks the pipeline, not the science (CI)")

@@ -60,8 +60,9 @@ def evaluate_targets(model: Recommender, seq: SequenceData, targets: Targets, cf
                      return_top10: bool = False) -> dict[str, Any]:
     """Metrics of `model` on `targets` (`hr@k`, `ndcg@k`, `mrr`, `high/...`, `rw_ndcg@k`; and
     `true_value` when a simulator is given). With `return_ranks`, also `_ranks` (per-user array);
-    with `return_top10` and a simulator, also `_top10` (`[n_targets, 10]` item codes: the lists
-    `true_value` scores).
+    with `return_top10`, also `_top10` (`[n_targets, 10]` item codes, seen items excluded as
+    `cfg.mask_seen` says: the lists `true_value` scores on the simulator, and the ones
+    `eval.judge.judge_topk` scores, same batches and ranking calls).
 
     Collective under torchrun: every rank must call it (with the same targets)."""
     was_training = model.training
@@ -79,11 +80,12 @@ def evaluate_targets(model: Recommender, seq: SequenceData, targets: Targets, cf
         tgt, _ = seq.target_tokens(targets, idx)
         ranks.append(target_ranks(q, weight, tgt.to(device), exclude=exclude, offset=offset, item_chunk=cfg.item_chunk,
                                   temperature=model.cfg.temperature).cpu())
-        if simulator is not None:
+        if simulator is not None or return_top10:
             _, tokens = topk_items(q, weight, 10, exclude=exclude, offset=offset, item_chunk=cfg.item_chunk,
                                    temperature=model.cfg.temperature)
             codes = tokens.cpu().numpy() - 1
-            values.append(simulator.policy_value(targets.users[idx], codes, step=seq.context_steps(targets, idx)))
+            if simulator is not None:
+                values.append(simulator.policy_value(targets.users[idx], codes, step=seq.context_steps(targets, idx)))
             tops.append(codes)
     r = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
     if distributed.is_distributed():
@@ -101,11 +103,11 @@ def evaluate_targets(model: Recommender, seq: SequenceData, targets: Targets, cf
         out["true_value"] = float(per_user.mean()) if per_user.size else float("nan")
         if return_ranks:
             out["_true_values"] = per_user
-        if return_top10:
-            top = np.concatenate(tops).astype(np.int64) if tops else np.zeros((0, 10), dtype=np.int64)
-            if distributed.is_distributed():  # flattened: all_gather_array takes 1-D arrays
-                top = distributed.all_gather_array(top.ravel()).reshape(-1, 10)
-            out["_top10"] = top
+    if return_top10:
+        top = np.concatenate(tops).astype(np.int64) if tops else np.zeros((0, 10), dtype=np.int64)
+        if distributed.is_distributed():  # flattened: all_gather_array takes 1-D arrays
+            top = distributed.all_gather_array(top.ravel()).reshape(-1, 10)
+        out["_top10"] = top
     if return_ranks:
         out["_ranks"] = r
     if was_training:

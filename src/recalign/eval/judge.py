@@ -99,29 +99,58 @@ def as_judge(judge: RewardModel | ListJudge) -> ListJudge:
 
 
 @torch.no_grad()
-def judge_topk(judges: Sequence[RewardModel | ListJudge], model: Recommender, seq: SequenceData,
-               targets: Targets, cfg: EvalConfig, k: int = 10) -> np.ndarray:
-    """`[n_judges, n_targets]`: each judge's mean predicted reward of `model`'s top-`k` list
-    (seen items excluded when `cfg.mask_seen`) in the context of each target (for a user-level
-    judge: for the target's user). Judges of any family (`ListJudge`, or bare reward models)."""
-    judges = [as_judge(j) for j in judges]
+def topk_lists(model: Recommender, seq: SequenceData, targets: Targets, cfg: EvalConfig, k: int = 10) -> np.ndarray:
+    """`[n_targets, k]` item codes: `model`'s top-`k` list in the context of each target (seen
+    items excluded when `cfg.mask_seen`), ranked batch by batch of `cfg.batch_size` as
+    `evaluate.evaluate_targets` ranks (its `_top10` are these lists for `k` = 10: what a
+    checkpoint saves as `top10`)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     weight = model.item_weight.float()
-    out = [[] for _ in judges]
+    out = []
     n = len(targets)
     for lo in range(0, n, cfg.batch_size):
         idx = np.arange(lo, min(n, lo + cfg.batch_size))
         q, exclude, offset = queries_and_exclusions(model, seq, targets, idx, device, cfg.mask_seen)
         _, tokens = topk_items(q, weight, k, exclude=exclude, offset=offset, item_chunk=cfg.item_chunk,
                                temperature=model.cfg.temperature)
+        out.append(tokens.cpu().numpy() - 1)
+    if was_training:
+        model.train()
+    return np.concatenate(out).astype(np.int64) if out else np.zeros((0, k), dtype=np.int64)
+
+
+@torch.no_grad()
+def judge_lists(judges: Sequence[RewardModel | ListJudge], seq: SequenceData, targets: Targets, codes: np.ndarray,
+                batch_size: int) -> np.ndarray:
+    """`[n_judges, n_targets]`: each judge's mean predicted reward of the given lists (`codes
+    [n_targets, k]` item codes, in target order: `topk_lists`, or the `top10` a checkpoint
+    saved) in the context of each target (for a user-level judge: for the target's user), in
+    batches of `batch_size` targets. The one scoring path: `judge_topk` is this on
+    `topk_lists`."""
+    judges = [as_judge(j) for j in judges]
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[0] != len(targets):
+        raise ValueError(f"judge_lists: {codes.shape} lists for {len(targets)} targets (want [n_targets, k])")
+    out = [[] for _ in judges]
+    n = len(targets)
+    for lo in range(0, n, batch_size):
+        idx = np.arange(lo, min(n, lo + batch_size))
+        tokens = torch.from_numpy(codes[idx].astype(np.int64) + 1)
         contexts = seq.context_batch(targets, idx)
         for j, judge in enumerate(judges):
             out[j].append(judge.score_lists(targets.users[idx], tokens, contexts).float().mean(1).cpu().numpy())
-    if was_training:
-        model.train()
     return np.stack([np.concatenate(v) if v else np.zeros(0) for v in out])
+
+
+def judge_topk(judges: Sequence[RewardModel | ListJudge], model: Recommender, seq: SequenceData,
+               targets: Targets, cfg: EvalConfig, k: int = 10) -> np.ndarray:
+    """`[n_judges, n_targets]`: each judge's mean predicted reward of `model`'s top-`k` list
+    (seen items excluded when `cfg.mask_seen`) in the context of each target (for a user-level
+    judge: for the target's user). Judges of any family (`ListJudge`, or bare reward models):
+    `judge_lists` on `topk_lists`."""
+    return judge_lists(judges, seq, targets, topk_lists(model, seq, targets, cfg, k), cfg.batch_size)
 
 
 @torch.no_grad()

@@ -124,7 +124,7 @@ def compare_methods(cfg: RunConfig, out: Path, methods: Sequence[str] | Mapping[
         if "_true_values" in m:
             res["true_value"][label] = m.pop("_true_values")
         if judges:
-            m.update(_judge(res, label, judges, model, data, cfg))
+            m.update(record_judges(res, label, judges, judge_topk(judges, model, data.seq, data.split.test, cfg.eval)))
         res["metrics"][label] = m
     if judges:
         res["judge_agreement"] = judge_agreement(res)
@@ -136,13 +136,14 @@ def compare_methods(cfg: RunConfig, out: Path, methods: Sequence[str] | Mapping[
     return res
 
 
-def _judge(res: dict[str, Any], label: str, judges: list, model, data: Prepared, cfg: RunConfig) -> dict[str, Any]:
-    """Score `label`'s top-10 with every judge; fills `res`'s judge entries, returns the metrics
-    (`judge_summary` per family, without the per-judge list)."""
+def record_judges(res: dict[str, Any], label: str, judges: list, vals: np.ndarray) -> dict[str, Any]:
+    """Put `label`'s judge values `vals [n_judges, n_users]` (`eval.judge.judge_lists` of its
+    top-10 lists: the final policy's here, a selected checkpoint's in `selection.apply_selection`)
+    into `res`'s judge entries (replacing any); returns the metrics (`judge_summary` per family,
+    without the per-judge list)."""
     families = [getattr(j, "family", "seq") for j in judges]
     validated = {f: bool((getattr(j, "validation", None) or {}).get("beats_means", False))
                  for f, j in zip(families, judges)}
-    vals = judge_topk(judges, model, data.seq, data.split.test, cfg.eval)
     fam = np.asarray(families)
     if "seq" in families:
         res["judge"][label] = vals[fam == "seq"]

@@ -8,18 +8,15 @@ method of `--methods` at every point of its grid in `configs/contest/grids.toml`
 `quick` with `--quick`, each checkpoint a candidate, each method's policy selected on validation
 only, by the `practical` rule and on the simulator the `oracle` rule beside it, read on test with
 its KL from π0 and, on the simulator, E_π[r*]). From the same π0, `sft` and `exp_sft` at every λ
-of `--lams` (the λ curve). On the simulator, in addition, the same comparison on fresh worlds at
+of `--lams` (the λ curve). On real data, `K` held-out judge reward models (`eval.judges`) score
+the λ curve's policies. On the simulator, in addition, the same comparison on fresh worlds at
 every noise scale of `--noise-scales` (robustness), with `ppo`'s training traced (reward hacking).
 Every run of the λ curve and of the noise sweeps is checkpointed as the contest's runs are (the
 grid's `checkpoints`) and read at its checkpoint selected on validation by the `practical` rule
 (`sweep.sweep_seed`'s `select`; only the step is chosen), never on test; `results.json` holds
 the rule and the selected steps under each part's `select`. So every policy of the report is a
-checkpoint selected on validation only.
-
-The held-out judge ensemble is not run: a judge scores a policy's top-10 lists, and a selected
-checkpoint keeps neither its weights nor (on real data) its lists, so the judges could only score
-final policies (`selection.apply_selection` refuses that mix); `judges` (`--no-judges`) has no
-effect until checkpoints keep what the judges need.
+checkpoint selected on validation only; the judges score those checkpoints too (the top-10 lists
+each checkpoint file saves, `selection.apply_selection`).
 
 Writes `results.json` (every figure), `report.md` (tables, the claims of METHOD.md read off
 intervals as holds / contradicted / inconclusive, the figures) and the PNG figures
@@ -42,6 +39,7 @@ import numpy as np
 
 from recalign import configlib
 from recalign.config import RunConfig
+from recalign.data.prepared import prepare
 from recalign.errors import InputError
 from recalign.experiments import report
 from recalign.experiments.compare import judge_agreement_over_seeds
@@ -69,10 +67,12 @@ from recalign.experiments.summary import (
     verdict,
 )
 from recalign.experiments.sweep import (
+    JudgeCache,
     check_sweep,
     finish_sweep,
     primary_metric,
     sweep_seed,
+    variant_label,
 )
 from recalign.train.checkpoint import atomic_write_text
 
@@ -108,13 +108,21 @@ def _sweep_args(kind: str, ds: str, cfg: RunConfig, out: Path, methods: tuple[st
             "out": out / ds / f"noise-{noise}", "fixed": ["sft"], "trace": ("ppo",)}
 
 
+def _judges_job(ds: str, cfg: RunConfig, out: Path) -> float:
+    """Phase 1: the judge ensemble of a real dataset, trained once (seeds then load it)."""
+    t0 = time.perf_counter()
+    JudgeCache(out / ds, cfg.eval.judges, lambda m: _log(f"{ds}: {m}")).get(cfg, prepare(cfg))
+    return round(time.perf_counter() - t0, 1)
+
+
 def _seed_job(kind: str, ds: str, cfg: RunConfig, out: Path, seed: int, methods: tuple[str, ...],
-              lams: tuple[str, ...], noise_scales: tuple[str, ...], checkpoints: int,
+              lams: tuple[str, ...], noise_scales: tuple[str, ...], judges: bool, checkpoints: int,
               contest: tuple[Grid, int] | None = None) -> dict[str, Any]:
-    """One seed of one part (a process of its own with `--jobs`). `main`: the contest (`contest`
-    = its grid and epochs; `ppo` traced on the simulator), then the λ curve from its π0. The
-    sweep's runs are checkpointed `checkpoints` times and read at their checkpoints selected on
-    validation by the `SELECT` rule."""
+    """Phase 2: one seed of one part (a process of its own with `--jobs`). `main`: the contest
+    (`contest` = its grid and epochs; `ppo` traced on the simulator), then the λ curve from its
+    π0. The sweep's runs are checkpointed `checkpoints` times and read at their checkpoints
+    selected on validation by the `SELECT` rule; on real data with `judges`, the judges score
+    those checkpoints."""
     t0 = time.perf_counter()
     done: dict[str, Any] = {"kind": kind, "dataset": ds, "seed": seed}
     pretrained = None
@@ -124,9 +132,11 @@ def _seed_job(kind: str, ds: str, cfg: RunConfig, out: Path, seed: int, methods:
         done["contest"] = contest_seed(cfg, out / ds, methods, grid, epochs, seed, trace=trace, log=_log)
         pretrained = out / ds / f"seed{seed}" / "pretrain"
     a = _sweep_args(kind, ds, cfg, out, methods, lams, noise_scales)
+    k = cfg.eval.judges if judges and cfg.data.name != "sim" and kind == "main" else 0
     done["result"] = sweep_seed(a["cfg"], a["param"], a["values"], a["methods"], a["out"], seed, fixed=a["fixed"],
                                 trace=a["trace"], log=lambda m: _log(f"{ds} {kind} seed {seed}: {m}"),
-                                select=SELECT, checkpoints=checkpoints, pretrained=pretrained)
+                                judge_cache=JudgeCache(out / ds, k, _log), select=SELECT, checkpoints=checkpoints,
+                                pretrained=pretrained)
     return {**done, "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -173,9 +183,9 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
     then write `results.json`, `report.md` and the figures into `out`. The contest runs on `grid`
     (None: `quick` with `quick`, else `full`; `--set posttrain.epochs=N` wins over its epochs);
     the λ curve's and the noise sweeps' runs get its `checkpoints`, each read at its checkpoint
-    selected on validation by the `SELECT` rule. `judges` has no effect (no judge scores a
-    selected checkpoint: the module's docstring). With `resume`, runs that finished in `out`
-    before are reused and interrupted ones continue."""
+    selected on validation by the `SELECT` rule (on real data with `judges`, scored by the judges
+    there). With `resume`, runs that finished in `out` before are reused and interrupted ones
+    continue."""
     out = Path(out)
     _check(out, datasets, methods, jobs, resume)
     g = load_grid(grid or ("quick" if quick else "full"))
@@ -190,17 +200,18 @@ def run_reproduce(datasets: list[str], out: str | Path, seeds: int = 3, methods:
     revision = _git_revision()  # now: the tree may change while the parts run
     t_start = time.perf_counter()
     real = [ds for ds, c in cfgs.items() if c.data.name != "sim"]
+    judge_seconds = pool_map(_judges_job, [(ds, cfgs[ds], out) for ds in real], jobs) if judges else []
     # the longest parts first (real data, then the noise sweeps), so parallel workers finish together
     parts = [("main", ds) for ds in real]
     parts += [(f"noise:{n}", ds) for ds, c in cfgs.items() if c.data.name == "sim" and noise_scales for n in noise_models]
     parts += [("main", ds) for ds, c in cfgs.items() if c.data.name == "sim"]
-    args = [(kind, ds, cfgs[ds], out, i, tuple(methods), tuple(lams), tuple(noise_scales), g.checkpoints,
+    args = [(kind, ds, cfgs[ds], out, i, tuple(methods), tuple(lams), tuple(noise_scales), judges, g.checkpoints,
              contest if kind == "main" else None) for kind, ds in parts for i in range(seeds)]
     done = pool_map(_seed_job, args, jobs)
     results: dict[str, Any] = {"datasets": {}, "noise": {}, "seeds": seeds, "methods": list(methods),
                                "grid": g.name, "lams": list(lams), "noise_scales": list(noise_scales), "quick": quick,
                                "overrides": list(overrides or []), "git_revision": revision, "jobs": jobs,
-                               "seconds": {}, "traces": {}}
+                               "seconds": {f"{ds} judges": t for ds, t in zip(real, judge_seconds)}, "traces": {}}
     for kind, ds in sorted(parts, key=lambda p: (datasets.index(p[1]), p[0])):  # the order asked for
         mine = sorted((d for d in done if d["kind"] == kind and d["dataset"] == ds), key=lambda d: d["seed"])
         a = _sweep_args(kind, ds, cfgs[ds], out, methods, lams, noise_scales)
@@ -277,7 +288,9 @@ def _claim1_contest(ds: str, c: dict[str, Any]) -> str:
 
 def _claim4_contest(ds: str, r: dict[str, Any]) -> str:
     """Claim 4 off the contest (practical rule): exp_sft's Δ high/NDCG@10 vs sft and vs
-    linear_sft, and plain NDCG@10 of the selected checkpoints (per seed, t over seeds)."""
+    linear_sft, and plain NDCG@10 of the selected checkpoints (per seed, t over seeds); then the
+    λ curve's peak and, where the judges ran, their sentence on that λ's run (each seed's
+    checkpoint selected on validation) vs sft."""
     m = r["contest"]["methods"]
     d = _finite(m["exp_sft"]["delta_vs_sft"]["practical"])
     plain = seed_interval([a["test"]["ndcg@10"] - b["test"]["ndcg@10"] for a, b in
@@ -288,9 +301,12 @@ def _claim4_contest(ds: str, r: dict[str, Any]) -> str:
         diff = _per_seed_diff(d, m["linear_sft"]["delta_vs_sft"]["practical"])
         parts.append(f"high/ndcg@10 exp_sft − linear_sft > 0: {_read(diff, 'positive', 4)}")
     best = max(r["series"]["exp_sft"], key=lambda p: p.get("high/ndcg@10", {}).get("mean", -1))
+    agree = r.get("judge_families", {}).get(variant_label("exp_sft", r["param"], best["value"]))
+    judged = f" At that λ, {_judges_sentence(agree)}." if agree else ""
     return (f"**Claim 4** ({ds}): `exp_sft`, selected on validation by the practical rule "
             f"({_picks(m['exp_sft']['selected']['practical'])}): {'; '.join(parts)}. Over λ ({_read_at(r)}), the "
-            f"mean high/NDCG@10 peaks at λ = {best['value']} ({fmt(best.get('high/ndcg@10', {}).get('mean'), 4)}).")
+            f"mean high/NDCG@10 peaks at λ = {best['value']} ({fmt(best.get('high/ndcg@10', {}).get('mean'), 4)})."
+            + judged)
 
 
 def _per_seed_diff(x: dict[str, Any] | None, y: dict[str, Any] | None, sub: dict[str, Any] | None = None,

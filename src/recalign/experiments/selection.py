@@ -22,9 +22,12 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file
 
-from recalign.config import RunConfig
+from recalign.config import EvalConfig, RunConfig
+from recalign.data.prepared import Prepared
 from recalign.errors import InputError
+from recalign.eval.judge import judge_lists
 from recalign.eval.metrics import ndcg
+from recalign.experiments.compare import judge_agreement, record_judges
 from recalign.stages.posttrain import planned_steps
 
 RULES = {"practical": "high/ndcg@10", "oracle": "true_value"}
@@ -90,11 +93,14 @@ def select_run(run: str | Path, rule: str) -> dict[str, Any]:
 
 def checkpoint_arrays(run: str | Path, step: int) -> dict[str, np.ndarray]:
     """Per-user test values of checkpoint `step` of `run`, in test-target order: `ndcg@10` (from
-    the saved ranks) and, on the simulator, `true_value`."""
+    the saved ranks), on the simulator `true_value`, and `top10` (the item codes of its top-10
+    lists; absent from checkpoints saved before real data kept them)."""
     arrays = load_file(str(Path(run) / "checkpoints" / f"step-{step}.safetensors"))
     out = {"ndcg@10": ndcg(arrays["ranks"], 10)}
     if "true_value" in arrays:
         out["true_value"] = arrays["true_value"].astype(np.float64)
+    if "top10" in arrays:
+        out["top10"] = arrays["top10"]
     return out
 
 
@@ -104,15 +110,22 @@ def checkpoint_every(cfg: RunConfig, n_windows: int, checkpoints: int) -> int:
     return max(1, math.ceil(planned_steps(cfg, n_windows) / checkpoints))
 
 
-def apply_selection(res: dict[str, Any], rule: str) -> dict[str, Any]:
+def apply_selection(res: dict[str, Any], rule: str, judges: list | None = None, data: Prepared | None = None,
+                    eval_cfg: EvalConfig | None = None) -> dict[str, Any]:
     """A comparison (`compare.compare_methods`, runs post-trained with `posttrain.checkpoint_every`)
     with every post-trained label's test figures replaced by those of its checkpoint selected by
     `rule` on validation: the per-user `ndcg@10` and `true_value`, the test `metrics` (the
-    record's), and `selected[label]` = `{step, valid, test}`. π0 (`pretrained`) stays; judge
-    values, computed from the final policies, are refused (they would not match)."""
-    if res.get("judge"):
+    record's), and `selected[label]` = `{step, valid, test}`. π0 (`pretrained`) stays.
+
+    A comparison the judges scored needs the same `judges` (with its `data` and `eval_cfg`): they
+    score each selected checkpoint's own top-10 lists (`top10` of its checkpoint file,
+    `eval.judge.judge_lists`, the path `judge_topk` scores a model's lists by), replacing the
+    final policy's judge values and metrics, and `judge_agreement` is recomputed."""
+    if res.get("judge_family") and not judges:
         raise InputError("selection replaces each policy by a checkpoint, but the judges scored the final policies; "
-                         "run the judges without selection")
+                         "pass the judges to apply_selection, so that they score the selected checkpoints")
+    if judges and (data is None or eval_cfg is None):
+        raise ValueError("apply_selection: judges need the comparison's data and eval config")
     metric = RULES[rule]
     res["selected"] = {}
     for label, run in res["runs"].items():
@@ -124,5 +137,13 @@ def apply_selection(res: dict[str, Any], rule: str) -> dict[str, Any]:
         if "true_value" in arrays:
             res["true_value"][label] = arrays["true_value"]
         res["metrics"][label] = dict(rec["test"])
+        if judges:
+            if "top10" not in arrays:
+                raise InputError(f"checkpoint {rec['step']} has no top-10 lists for the judges to score (saved before "
+                                 "checkpoints kept them on real data): post-train the run again", path=run)
+            vals = judge_lists(judges, data.seq, data.split.test, arrays["top10"], eval_cfg.batch_size)
+            res["metrics"][label].update(record_judges(res, label, judges, vals))
         res["selected"][label] = {"step": rec["step"], "valid": {metric: rec["valid"][metric]}, "test": rec["test"]}
+    if judges:
+        res["judge_agreement"] = judge_agreement(res)
     return res

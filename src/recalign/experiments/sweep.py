@@ -19,7 +19,9 @@ By default every run is read at its end (its final policy, after `posttrain.epoc
 `--select RULE` (`practical`, or `oracle` on the simulator; `selection.py`) every run is
 checkpointed `--checkpoints` times (plus step 0 and the end) and read at its checkpoint selected
 on validation by that rule, as the contest does (one grid point: only the step is chosen);
-`results.json`'s `select` holds the rule and the selected step of every run and seed.
+`results.json`'s `select` holds the rule and the selected step of every run and seed. With
+judges, they then score each run's selected checkpoint (the top-10 lists its checkpoint file
+saved), not its final policy.
 """
 
 from __future__ import annotations
@@ -118,8 +120,10 @@ def _probe(cfg: RunConfig, data: Prepared, checkpoints: int) -> list[str]:
 
 def _compare(cfg: RunConfig, out: Path, variants: dict[str, Variant], data: Prepared, judges: list | None,
              select: str | None, log: Callable[[str], None], pretrained: Path | None = None) -> dict[str, Any]:
+    """`compare_methods`, then with `select` every post-trained run read at its selected
+    checkpoint, the judges (if any) scoring that checkpoint's top-10 lists."""
     res = compare_methods(cfg, out, variants, data=data, judges=judges, log=log, pretrained=pretrained)
-    return apply_selection(res, select) if select else res
+    return apply_selection(res, select, judges, data, cfg.eval) if select else res
 
 
 def sweep_seed(cfg: RunConfig, param: str, values: list[str], methods: list[str], out: str | Path, seed: int, *,
@@ -129,7 +133,8 @@ def sweep_seed(cfg: RunConfig, param: str, values: list[str], methods: list[str]
     """Seed `seed` of a sweep (independent of the other seeds: parallel processes may run them).
     Returns `{"base": comparison}` for a `posttrain.*` field, else `{value: comparison}`. With
     `select` (a rule of `selection.RULES`), every run is checkpointed `checkpoints` times and its
-    figures are those of its checkpoint selected on validation (`selection.apply_selection`).
+    figures are those of its checkpoint selected on validation (`selection.apply_selection`; the
+    judges of `judge_cache` score that checkpoint's top-10 lists).
     `pretrained` (a `posttrain.*` field only): the π0 run every policy starts from, instead of one
     pretrained under the seed's folder."""
     out = Path(out)
@@ -181,16 +186,13 @@ def selected_steps(per_seed: list[dict[str, Any]]) -> dict[str, list[int]]:
     return out
 
 
-def check_select(cfg: RunConfig, select: str | None, judges: int, checkpoints: int) -> None:
-    """Fail fast on an unknown rule, the oracle rule on real data, judges with selection (they
-    score final policies) or fewer than one checkpoint."""
+def check_select(cfg: RunConfig, select: str | None, checkpoints: int) -> None:
+    """Fail fast on an unknown rule, the oracle rule on real data or fewer than one checkpoint."""
     if select is None:
         return
     if select not in rules_for(cfg.data.name == "sim"):
         raise InputError(f"--select {select}: valid rules here: {', '.join(rules_for(cfg.data.name == 'sim'))} "
                          "(oracle needs the simulator's true rewards)")
-    if judges:
-        raise InputError("--select replaces each policy by a checkpoint; --judges scores final policies: use one")
     if checkpoints < 1:
         raise InputError(f"--checkpoints must be at least 1, got {checkpoints}")
 
@@ -202,15 +204,15 @@ def run_sweep(cfg: RunConfig, param: str, values: list[str], methods: list[str],
               checkpoints: int = CHECKPOINTS) -> dict[str, Any]:
     """Run the sweep, seed after seed; returns `{"summary": JSON-able figures, "per_seed": raw
     per-seed results, "traces": ...}`. `select` (None: every run's final policy) reads each run
-    at its checkpoint selected on validation by that rule (`sweep_seed`); `summary["select"]`
-    then names the rule and the selected steps.
+    at its checkpoint selected on validation by that rule (`sweep_seed`; `judges` then score the
+    selected checkpoints); `summary["select"]` then names the rule and the selected steps.
 
     `summary["series"][method]` is a list over `values` of `label_summary` dicts (+ `value`);
     `summary["fixed"][label]` the fixed methods (shared sweeps). `trace` names methods whose
     training is traced (`posttrain.trace_every`, for the reward-hacking figure). Finished runs
     found under `out` are reused (an interrupted sweep continues)."""
     check_sweep(cfg, param, values, methods)
-    check_select(cfg, select, judges, checkpoints)
+    check_select(cfg, select, checkpoints)
     fixed = fixed_methods(fixed, baseline)
     judge_cache = judge_cache or JudgeCache(Path(out), judges, log)
     per_seed = [sweep_seed(cfg, param, values, methods, out, i, fixed=fixed, trace=trace, log=log,

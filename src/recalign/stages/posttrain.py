@@ -352,9 +352,10 @@ def make_checkpoints(cfg: RunConfig, data: Prepared, model: Recommender, referen
     validation split. `test`: the same ranking metrics on the test split, `kl` (exact
     KL(π ‖ π0), `eval/distance.py`) and, on the simulator, `true_value` and `expected_value`.
     The per-user test values go to `out_dir/checkpoints/step-<step>.safetensors` (`ranks`, `kl`,
-    and on the simulator `true_value`, `expected_value` and `top10`, the item codes of the top-10
-    lists; in test-target order), for paired intervals of whichever checkpoint is selected and
-    the reward model's error on its lists. Weights are not saved."""
+    `top10`, the item codes of the top-10 lists, seen items excluded as `eval.mask_seen` says:
+    `eval.judge.topk_lists`, and on the simulator `true_value` and `expected_value`; in
+    test-target order), for paired intervals of whichever checkpoint is selected, the reward
+    model's error on its lists and the held-out judges' scores of them. Weights are not saved."""
     every = cfg.posttrain.checkpoint_every
     if every <= 0:
         return None
@@ -369,8 +370,7 @@ def make_checkpoints(cfg: RunConfig, data: Prepared, model: Recommender, referen
         arrays = {"ranks": test.pop("_ranks"), **per}
         if "_true_values" in test:
             arrays["true_value"] = test.pop("_true_values")
-        if "_top10" in test:
-            arrays["top10"] = test.pop("_top10")
+        arrays["top10"] = test.pop("_top10")
         test.update({k: float(v.mean()) if v.size else float("nan") for k, v in per.items()})
         ckpt.atomic_save_tensors(folder / f"step-{step}.safetensors",
                                  {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
