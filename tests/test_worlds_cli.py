@@ -70,6 +70,11 @@ def test_world_flag_reaches_the_simulator_config(monkeypatch, tmp_path):
         assert main(argv) == 2  # the stand-ins stop there: nothing is trained
     want = preset_config("sim", world="popular").sim
     assert want.noise == "popularity_bias" and seen == {"demo": want, "reproduce": want, "sweep": want}
+    # the demo's default world is `ratings` (session 6; docs/reproduce/worlds.md), `--world clean` the old one
+    assert main(["demo", "--out", str(tmp_path / "d2")]) == 2
+    assert seen["demo"] == preset_config("sim", world="ratings").sim and seen["demo"].observe == "stars"
+    assert main(["demo", "--world", "clean", "--out", str(tmp_path / "d3")]) == 2
+    assert seen["demo"] == preset_config("sim", world="clean").sim == preset_config("sim").sim
 
 
 def test_unknown_world_exits_2(capsys, tmp_path):

@@ -198,7 +198,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", choices=("quick", "full"), default="quick", help="each method's grid in "
                    "configs/contest/grids.toml (default quick: 2 points per method, 2 epochs, 2 checkpoints; full: "
                    "4 points, 6 epochs, 6 checkpoints, about 10x longer)")
-    p.add_argument("--world", metavar="NAME", help=WORLD_HELP)
+    p.add_argument("--world", metavar="NAME", default="ratings", help=WORLD_HELP + "; default ratings, the world "
+                   "closest to logged ratings (docs/reproduce/worlds.md); clean = the demo's world before session 6")
     add_config_args(p)
     add_json_arg(p, "print the results (as in results.json) as one JSON object on stdout")
     p.set_defaults(func=cmd_demo)

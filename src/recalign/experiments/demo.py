@@ -133,7 +133,8 @@ def run_files(out: Path, seeds: int, grid: Grid, methods: tuple[str, ...]) -> di
 def write_figures(out: Path, cfg: RunConfig, res: dict[str, Any], per_seed: list[dict[str, Any]]) -> dict[str, str]:
     """`methods.png` (one panel per rule), `frontier.png` and `hacking.png` (the traced methods'
     practical selections); `{file: what it shows}`."""
-    world = f"simulator ({cfg.sim.noise} noise {cfg.sim.noise_scale:g})"
+    world = (f"simulator ({cfg.sim.noise} noise {cfg.sim.noise_scale:g}, {cfg.sim.observe} rewards, outcome selection "
+             f"{cfg.sim.selection:g}, {cfg.sim.n_items} items)")
     tables = {f"selected by the {rule} rule": {n: {"delta": {res["metric"]: m["delta_vs_sft"][rule]}}
                                               for n, m in res["methods"].items() if rule in m["delta_vs_sft"]}
               for rule in res["rules"]}
