@@ -265,3 +265,19 @@ def test_reproduce_quick_on_real_data_has_the_judges_on_selected_checkpoints(tmp
     claim4 = next(line for line in md.splitlines() if "**Claim 4**" in line)
     assert "At that λ, judge families vs sft: judge/seq" in claim4 and "the validated families agree: **" in claim4
     assert "Judge ensemble: 2 reward models" in md
+
+
+def test_checkpoint_lists_fit_only_when_every_target_keeps_ten_candidates():
+    """Top-10 lists at checkpoints need 10 candidates per target: with seen items masked, the
+    catalog minus the distinct items of the context (a repeat counts once)."""
+    import torch
+
+    from recalign.stages.posttrain import lists_fit
+
+    class Seq:  # two targets: contexts {1, 2, 2} and {1..5}
+        def seen_items(self, targets, idx):
+            return torch.tensor([0, 3, 8]), torch.tensor([1, 2, 2, 1, 2, 3, 4, 5])
+
+    targets = [0, 1]
+    assert lists_fit(Seq(), targets, True, 15) and not lists_fit(Seq(), targets, True, 14)
+    assert lists_fit(Seq(), targets, False, 10) and not lists_fit(Seq(), targets, False, 9)

@@ -342,6 +342,19 @@ VALID_KEYS = ("ndcg@10", "high/ndcg@10", "true_value")
 TEST_KEYS = ("true_value", "expected_value", "kl", "ndcg@10", "high/ndcg@10")
 
 
+def lists_fit(seq: Any, targets: Any, mask_seen: bool, n_items: int, k: int = 10) -> bool:
+    """Whether every target's ranking keeps at least `k` candidates (with `mask_seen`, the
+    catalog minus the distinct items of its context), so that its top-k list exists."""
+    if n_items < k:
+        return False
+    if not mask_seen or len(targets) == 0:
+        return True
+    indptr, seen = (t.numpy() for t in seq.seen_items(targets, np.arange(len(targets))))
+    rows = np.repeat(np.arange(len(targets)), np.diff(indptr))
+    distinct = np.bincount(np.unique(rows * (n_items + 1) + seen) // (n_items + 1), minlength=len(targets))
+    return bool((n_items - distinct >= k).all())
+
+
 def make_checkpoints(cfg: RunConfig, data: Prepared, model: Recommender, reference: Recommender,
                      out_dir: Path) -> Probe | None:
     """The probe behind `posttrain.checkpoint_every` (None when it is 0): every N optimizer steps,
@@ -355,22 +368,26 @@ def make_checkpoints(cfg: RunConfig, data: Prepared, model: Recommender, referen
     `top10`, the item codes of the top-10 lists, seen items excluded as `eval.mask_seen` says:
     `eval.judge.topk_lists`, and on the simulator `true_value` and `expected_value`; in
     test-target order), for paired intervals of whichever checkpoint is selected, the reward
-    model's error on its lists and the held-out judges' scores of them. Weights are not saved."""
+    model's error on its lists and the held-out judges' scores of them; on real data the lists
+    are left out when some target keeps fewer than 10 candidates (`lists_fit`: tiny test
+    catalogs), and judges then refuse the run. Weights are not saved."""
     every = cfg.posttrain.checkpoint_every
     if every <= 0:
         return None
     folder = out_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     seq, split, hr, sim = data.seq, data.split, cfg.data.high_reward, data.simulator
+    lists = sim is not None or lists_fit(seq, split.test, cfg.eval.mask_seen, data.inter.n_items)
 
     def record(step: int) -> dict[str, Any]:
         valid = evaluate_targets(model, seq, split.valid, cfg.eval, hr, sim)
-        test = evaluate_targets(model, seq, split.test, cfg.eval, hr, sim, return_ranks=True, return_top10=True)
+        test = evaluate_targets(model, seq, split.test, cfg.eval, hr, sim, return_ranks=True, return_top10=lists)
         per = whole_policy(model, seq, split.test, cfg.eval, reference=reference, simulator=sim)
         arrays = {"ranks": test.pop("_ranks"), **per}
         if "_true_values" in test:
             arrays["true_value"] = test.pop("_true_values")
-        arrays["top10"] = test.pop("_top10")
+        if "_top10" in test:
+            arrays["top10"] = test.pop("_top10")
         test.update({k: float(v.mean()) if v.size else float("nan") for k, v in per.items()})
         ckpt.atomic_save_tensors(folder / f"step-{step}.safetensors",
                                  {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
