@@ -110,6 +110,19 @@ def _exclusion_pairs(
     return _csr_pairs(indptr, indices, n_users, n_items, device, "exclude")
 
 
+def _candidates_left(ex_rows: Tensor, ex_tokens: Tensor, n_users: int, n_items: int) -> Tensor:
+    """`[U] long`: the items each row still ranks after its (distinct) exclusions."""
+    distinct = torch.unique(ex_rows * (n_items + 1) + ex_tokens)
+    return n_items - torch.bincount(distinct // (n_items + 1), minlength=n_users)
+
+
+def candidates_left(exclude: Exclude | None, n_users: int, n_items: int) -> Tensor:
+    """`[U] long`: the candidates each row keeps under the CSR exclusion list `exclude` (an
+    item listed twice counts once; token 0 ignored): the number `topk_items` checks against k."""
+    rows, tokens = _exclusion_pairs(exclude, n_users, n_items, torch.device("cpu"))
+    return _candidates_left(rows, tokens, n_users, n_items)
+
+
 def _offset_pairs(
     offset: Offset | None, n_users: int, n_items: int, device: torch.device
 ) -> tuple[Tensor, Tensor, float]:
@@ -354,14 +367,13 @@ def topk_items(
     ex_rows, ex_tokens = _exclusion_pairs(exclude, n_users, n_items, device)
     off_rows, off_tokens, value = _offset_pairs(offset, n_users, n_items, device)
     if ex_rows.numel():
-        distinct = torch.unique(ex_rows * (n_items + 1) + ex_tokens)
-        n_excluded = torch.bincount(distinct // (n_items + 1), minlength=n_users)
-        short = torch.nonzero(n_items - n_excluded < k).flatten()
+        left = _candidates_left(ex_rows, ex_tokens, n_users, n_items)
+        short = torch.nonzero(left < k).flatten()
         if short.numel():
             u = int(short[0])
             raise ValueError(
                 f"{short.numel()} rows keep fewer than k = {k} candidates after exclusion "
-                f"(row {u}: {n_items - int(n_excluded[u])} of {n_items} items)"
+                f"(row {u}: {int(left[u])} of {n_items} items)"
             )
 
     lowest = torch.finfo(dtype).min

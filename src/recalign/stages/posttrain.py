@@ -34,6 +34,7 @@ from recalign.errors import InputError
 from recalign.eval.distance import distance_metrics, whole_policy
 from recalign.eval.evaluate import evaluate_targets
 from recalign.eval.judge import judge_topk
+from recalign.eval.metrics import candidates_left
 from recalign.models.recommender import Recommender
 from recalign.models.reward_model import RewardModel
 from recalign.posttrain.registry import Method, PostTrainContext, get_method
@@ -349,10 +350,7 @@ def lists_fit(seq: Any, targets: Any, mask_seen: bool, n_items: int, k: int = 10
         return False
     if not mask_seen or len(targets) == 0:
         return True
-    indptr, seen = (t.numpy() for t in seq.seen_items(targets, np.arange(len(targets))))
-    rows = np.repeat(np.arange(len(targets)), np.diff(indptr))
-    distinct = np.bincount(np.unique(rows * (n_items + 1) + seen) // (n_items + 1), minlength=len(targets))
-    return bool((n_items - distinct >= k).all())
+    return bool((candidates_left(seq.seen_items(targets, np.arange(len(targets))), len(targets), n_items) >= k).all())
 
 
 def make_checkpoints(cfg: RunConfig, data: Prepared, model: Recommender, reference: Recommender,
