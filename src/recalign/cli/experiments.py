@@ -1,4 +1,4 @@
-"""The experiment subcommands (demo, sweep, contest, phase, reproduce) and the `theory` calculator."""
+"""The experiment subcommands (demo, sweep, contest, phase, reproduce, rank) and the `theory` calculator."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from recalign.cli.args import (
     print_json,
 )
 from recalign.errors import InputError
+from recalign.experiments.presets import grid_names
+
+GRID_NAMES = tuple(grid_names())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -151,6 +154,18 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rank(args: argparse.Namespace) -> int:
+    from recalign.experiments.rank import contest_scores, rank_candidates, rank_markdown
+
+    contests = [contest_scores(f, args.method) for f in args.contests]
+    rows = rank_candidates(contests)
+    if args.json:
+        print_json({"contests": [{k: c[k] for k in ("name", "metric", "seeds")} for c in contests], "ranking": rows})
+    else:
+        sys.stdout.write(rank_markdown(contests, rows, args.top))
+    return 0
+
+
 def cmd_theory(args: argparse.Namespace) -> int:
     from recalign.theory import theory_report
 
@@ -183,6 +198,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_contest(sub)
     _add_phase(sub)
     _add_reproduce(sub)
+    _add_rank(sub)
     _add_theory(sub)
 
 
@@ -195,7 +211,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=3, help="simulator/training seeds: each a new world (default 3; "
                    "intervals over seeds)")
     p.add_argument("--jobs", type=int, default=0, help="seeds run in parallel processes (default: one per CPU core)")
-    p.add_argument("--grid", choices=("quick", "full"), default="quick", help="each method's grid in "
+    p.add_argument("--grid", choices=GRID_NAMES, default="quick", help="each method's grid in "
                    "configs/contest/grids.toml (default quick: 2 points per method, 2 epochs, 2 checkpoints; full: "
                    "4 points, 6 epochs, 6 checkpoints, about 10x longer)")
     p.add_argument("--world", metavar="NAME", default="ratings", help=WORLD_HELP + "; default ratings, the world "
@@ -244,7 +260,7 @@ def _add_contest(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default="sft,linear_sft,exp_sft,ppo,dpo",
                    help="comma-separated methods with a grid in configs/contest/grids.toml (default "
                    "sft,linear_sft,exp_sft,ppo,dpo; sft, the baseline of every delta, is always added)")
-    p.add_argument("--grid", choices=("full", "quick"), help="the grid of configs/contest/grids.toml (default: quick "
+    p.add_argument("--grid", choices=GRID_NAMES, help="the grid of configs/contest/grids.toml (default: quick "
                    "with --quick, else full)")
     p.add_argument("--seeds", type=int, default=3, help="seeds (each: new simulated world, new π0 and reward model; "
                    "default 3)")
@@ -269,7 +285,7 @@ def _add_phase(sub: argparse._SubParsersAction) -> None:
                    "default 3)")
     p.add_argument("--jobs", type=int, default=0, help="seeds of a cell run in parallel processes (default: one per "
                    "CPU core)")
-    p.add_argument("--grid", choices=("full", "quick"), help="the contest grid of every cell, from "
+    p.add_argument("--grid", choices=GRID_NAMES, help="the contest grid of every cell, from "
                    "configs/contest/grids.toml (default: quick with --quick, else full; quick on a full-size world "
                    "is the cheap slice: 2 points per method, 2 epochs)")
     _add_run_args(p, "the preset's quick variant and the quick contest grid (smoke test)", WORLD_HELP,
@@ -288,7 +304,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    "default 3)")
     p.add_argument("--methods", help="comma-separated methods with a contest grid (default "
                    "sft,linear_sft,exp_sft,ppo,dpo)")
-    p.add_argument("--grid", choices=("full", "quick"), help="the contest's grid in configs/contest/grids.toml "
+    p.add_argument("--grid", choices=GRID_NAMES, help="the contest's grid in configs/contest/grids.toml "
                    "(default: quick with --quick, else full)")
     p.add_argument("--lams", help="λ grid of exp_sft (default 0.1,0.3,1,3,10)")
     p.add_argument("--noise-scales", help="simulator noise scales of the robustness sweep (default 0,1,2; empty = skip)")
@@ -338,6 +354,17 @@ def _count(text: str) -> int:
     if not x.is_integer():
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
     return int(x)
+
+
+def _add_rank(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rank", help="one method's grid points x checkpoints ranked across finished contests on "
+                       "validation only (how recalign's defaults are chosen)")
+    p.add_argument("contests", nargs="+", metavar="CONTEST_DIR", help="folders of finished `recalign contest` runs "
+                   "(one per dataset or world)")
+    p.add_argument("--method", default="exp_sft", help="the method whose settings are ranked (default exp_sft)")
+    p.add_argument("--top", type=int, default=10, help="rows of the table (default 10)")
+    add_json_arg(p, "print every candidate's ranks as one JSON object on stdout")
+    p.set_defaults(func=cmd_rank)
 
 
 def _add_theory(sub: argparse._SubParsersAction) -> None:

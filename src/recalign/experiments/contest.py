@@ -65,7 +65,7 @@ from recalign.eval.stats import paired_delta
 from recalign.experiments import report
 from recalign.experiments.compare import compare_methods
 from recalign.experiments.logs import labelled_stderr, pool_map
-from recalign.experiments.presets import CONFIGS, read_preset
+from recalign.experiments.presets import CONFIGS, GRIDS, read_preset
 from recalign.experiments.selection import (
     RULES,
     checkpoint_every,
@@ -87,7 +87,6 @@ from recalign.posttrain.registry import get_method
 from recalign.stages.reward_model import load_reward_model
 from recalign.train.checkpoint import atomic_write_text
 
-GRIDS = "contest/grids.toml"
 CONTEST_METHODS = ("sft", "linear_sft", "exp_sft", "ppo", "dpo")
 BASELINE = "sft"
 REFERENCE_NAMES = {"pretrained": "π0 (pretrained)", "oracle": "the oracle's top-10",

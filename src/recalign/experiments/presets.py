@@ -54,6 +54,13 @@ EXPERIMENTS = CONFIGS / "experiments"
 COMMON = "common.toml"
 QUICK = {"sim": "quick-sim.toml", "real": "quick-real.toml"}
 WORLDS = CONFIGS / "worlds"
+GRIDS = "contest/grids.toml"  # the contest's equal tuning grids (contest.load_grid)
+
+
+def grid_names() -> list[str]:
+    """The grids of the packaged `configs/contest/grids.toml` (the `--grid` choices)."""
+    (values,) = read_preset(GRIDS)
+    return list(values)
 
 
 def read_preset(relpath: str, _seen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
