@@ -19,7 +19,7 @@ from recalign.eval.stats import mean_ci
 from recalign.experiments import report
 from recalign.experiments.compare import folder_name
 from recalign.experiments.presets import preset_config
-from recalign.experiments.reproduce import METHODS
+from recalign.experiments.reproduce import METHODS, folder, run_reproduce
 from recalign.experiments.selection import apply_selection, checkpoint_arrays, read_checkpoints
 from recalign.experiments.summary import delta_stats, label_summary, value_stats
 from recalign.experiments.sweep import JudgeCache, run_sweep
@@ -281,3 +281,11 @@ def test_checkpoint_lists_fit_only_when_every_target_keeps_ten_candidates():
     targets = [0, 1]
     assert lists_fit(Seq(), targets, True, 15) and not lists_fit(Seq(), targets, True, 14)
     assert lists_fit(Seq(), targets, False, 10) and not lists_fit(Seq(), targets, False, 9)
+
+
+def test_reproduce_writes_a_dataset_given_as_a_path_under_out(tmp_path):
+    assert folder("ml-100k") == "ml-100k" and folder("/data/my logs.csv") == "my_logs.csv"
+    assert folder(str(tmp_path / "logs.csv")) == "logs.csv"  # not the file's own absolute path
+    with pytest.raises(InputError, match="same file name"):
+        run_reproduce(["/a/logs.csv", "/b/logs.csv"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before anything was written

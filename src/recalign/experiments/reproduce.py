@@ -42,7 +42,7 @@ from recalign.config import RunConfig
 from recalign.data.prepared import prepare
 from recalign.errors import InputError
 from recalign.experiments import report
-from recalign.experiments.compare import judge_agreement_over_seeds
+from recalign.experiments.compare import folder_name, judge_agreement_over_seeds
 from recalign.experiments.contest import (
     Grid,
     check_methods,
@@ -83,6 +83,12 @@ NOISE_MODELS = ("gaussian", "popularity_bias")
 SELECT = "practical"  # the rule that reads every run of the λ curve and the noise sweeps (selection.RULES)
 
 
+def folder(ds: str) -> str:
+    """The folder (and figure-name part) of dataset `ds` under `--out`: its file name, so a
+    dataset given as a path (`/data/my_logs.csv`) writes under `--out`, not beside the file."""
+    return folder_name(Path(ds).name)
+
+
 def _log(msg: str) -> None:
     print(f"recalign reproduce: {msg}", file=sys.stderr, flush=True)
 
@@ -101,17 +107,17 @@ def _sweep_args(kind: str, ds: str, cfg: RunConfig, out: Path, methods: tuple[st
     `noise:<model>` = the robustness sweep on the simulator under that noise model."""
     if kind == "main":  # the λ curve (the methods' table is the contest's)
         return {"cfg": cfg, "param": "posttrain.lam", "values": list(lams), "methods": ["exp_sft"],
-                "out": out / ds / "lambda", "fixed": ["sft"], "trace": ()}
+                "out": out / folder(ds) / "lambda", "fixed": ["sft"], "trace": ()}
     noise = kind.split(":", 1)[1]
     return {"cfg": configlib.update(cfg, {"sim": {"noise": noise}}), "param": "sim.noise_scale",
             "values": list(noise_scales), "methods": [m for m in methods if m != "sft"],
-            "out": out / ds / f"noise-{noise}", "fixed": ["sft"], "trace": ("ppo",)}
+            "out": out / folder(ds) / f"noise-{noise}", "fixed": ["sft"], "trace": ("ppo",)}
 
 
 def _judges_job(ds: str, cfg: RunConfig, out: Path) -> float:
     """Phase 1: the judge ensemble of a real dataset, trained once (seeds then load it)."""
     t0 = time.perf_counter()
-    JudgeCache(out / ds, cfg.eval.judges, lambda m: _log(f"{ds}: {m}")).get(cfg, prepare(cfg))
+    JudgeCache(out / folder(ds), cfg.eval.judges, lambda m: _log(f"{ds}: {m}")).get(cfg, prepare(cfg))
     return round(time.perf_counter() - t0, 1)
 
 
@@ -129,13 +135,13 @@ def _seed_job(kind: str, ds: str, cfg: RunConfig, out: Path, seed: int, methods:
     if kind == "main" and contest is not None:
         grid, epochs = contest
         trace = {"ppo": max(1, cfg.posttrain.trace_every or 10)} if cfg.data.name == "sim" and "ppo" in methods else None
-        done["contest"] = contest_seed(cfg, out / ds, methods, grid, epochs, seed, trace=trace, log=_log)
-        pretrained = out / ds / f"seed{seed}" / "pretrain"
+        done["contest"] = contest_seed(cfg, out / folder(ds), methods, grid, epochs, seed, trace=trace, log=_log)
+        pretrained = out / folder(ds) / f"seed{seed}" / "pretrain"
     a = _sweep_args(kind, ds, cfg, out, methods, lams, noise_scales)
     k = cfg.eval.judges if judges and cfg.data.name != "sim" and kind == "main" else 0
     done["result"] = sweep_seed(a["cfg"], a["param"], a["values"], a["methods"], a["out"], seed, fixed=a["fixed"],
                                 trace=a["trace"], log=lambda m: _log(f"{ds} {kind} seed {seed}: {m}"),
-                                judge_cache=JudgeCache(out / ds, k, _log), select=SELECT, checkpoints=checkpoints,
+                                judge_cache=JudgeCache(out / folder(ds), k, _log), select=SELECT, checkpoints=checkpoints,
                                 pretrained=pretrained)
     return {**done, "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -150,6 +156,10 @@ def _check(out: Path, datasets: list[str], methods: tuple[str, ...], jobs: int, 
         raise InputError("--methods must include sft (the baseline of every delta)")
     if not datasets:
         raise InputError("--datasets is empty")
+    clash = sorted({folder(d) for d in datasets if sum(folder(e) == folder(d) for e in datasets) > 1})
+    if clash:
+        raise InputError(f"--datasets names two datasets with the same file name ({', '.join(clash)}): their "
+                         "folders under --out would clash; rename one")
     if jobs < 1:
         raise InputError(f"--jobs must be >= 1; got {jobs}")
 
@@ -162,12 +172,12 @@ def _main_results(ds: str, cfg: RunConfig, mine: list[dict[str, Any]], sw: dict[
     per_seed = [d["contest"] for d in mine]
     grid, epochs = contest
     res = jsonable(summarise_contest(per_seed, list(methods), grid, epochs))
-    write_frontier(per_seed, out / f"frontier_{ds}.png", res["metric"])
+    write_frontier(per_seed, out / f"frontier_{folder(ds)}.png", res["metric"])
     entry = {"config": configlib.to_dict(cfg), "metric": primary_metric(cfg), **sw["summary"], "contest": res,
              "judge_families": judge_agreement_over_seeds([s["base"] for s in sw["per_seed"] if "base" in s])}
     traces = {}
     if cfg.data.name == "sim" and "ppo" in methods:
-        runs = [out / ds / f"seed{d['seed']}" / d["contest"]["methods"]["ppo"]["selected"]["practical"]["run"]
+        runs = [out / folder(ds) / f"seed{d['seed']}" / d["contest"]["methods"]["ppo"]["selected"]["practical"]["run"]
                 for d in mine]
         traces[f"ppo, {cfg.sim.noise} noise {cfg.sim.noise_scale:g} (contest, practical selection)"] = [
             report.read_trace(r) for r in runs]
@@ -468,7 +478,7 @@ def _methods_tables(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     figs: list[tuple[str, str]] = []
     for ds, r in results["datasets"].items():
-        p = report.plot_sweep(r, out / f"lambda_{ds}.png", f"{ds}: exp_sft's λ curve (baseline lines: fixed methods)")
+        p = report.plot_sweep(r, out / f"lambda_{folder(ds)}.png", f"{ds}: exp_sft's λ curve (baseline lines: fixed methods)")
         figs.append((f"λ curve, {ds}", p.name))
     for key, nz in results["noise"].items():
         p = report.plot_sweep(nz, out / f"noise_{nz['noise']}.png", f"{key}: true value as the logged rewards get noisier")
@@ -481,7 +491,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     p = report.plot_methods(tables, out / "methods.png", metrics,
                             note="Contest: each method's policy selected on validation (one panel per rule).")
     figs.append(("methods against sft", p.name))
-    figs += [(f"reward–KL frontier, {ds}", f"frontier_{ds}.png") for ds, r in results["datasets"].items()
+    figs += [(f"reward–KL frontier, {ds}", f"frontier_{folder(ds)}.png") for ds, r in results["datasets"].items()
              if "contest" in r]
 
     md = ["# recalign reproduce", "",
