@@ -261,9 +261,14 @@ def test_reproduce_quick_on_real_data_has_the_judges_on_selected_checkpoints(tmp
     assert set(r["judge_families"]) == {"pretrained", "exp_sft[lam=0.3]", "exp_sft[lam=3]"}
     assert all(set(j["deltas"]) == {"seq", "mf"} and j["agree"] for j in r["judge_families"].values())
     assert "judge_value" in r["fixed"]["sft"] and all("judge_value" in p for p in r["series"]["exp_sft"])
+    # the contest's selections are judged too: each method's practically selected checkpoint
+    cj = r["contest"]["judge_families"]
+    assert set(cj) == {"exp_sft"} and set(cj["exp_sft"]["deltas"]) == {"seq", "mf"} and cj["exp_sft"]["agree"]
+    assert all(len(d["per_seed"]) == 2 for d in cj["exp_sft"]["deltas"].values())
     md = (out / "report.md").read_text()
     claim4 = next(line for line in md.splitlines() if "**Claim 4**" in line)
     assert "At that λ, judge families vs sft: judge/seq" in claim4 and "the validated families agree: **" in claim4
+    assert "The held-out judges on each method's selected policy (practical rule): `exp_sft`: judge families" in claim4
     assert "Judge ensemble: 2 reward models" in md
 
 

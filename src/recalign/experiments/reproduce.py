@@ -66,11 +66,13 @@ from recalign.experiments.summary import (
     seed_interval,
     verdict,
 )
+from recalign.experiments.selection import selected_judges
 from recalign.experiments.sweep import (
     JudgeCache,
     check_sweep,
     finish_sweep,
     primary_metric,
+    seeded,
     sweep_seed,
     variant_label,
 )
@@ -139,6 +141,12 @@ def _seed_job(kind: str, ds: str, cfg: RunConfig, out: Path, seed: int, methods:
         pretrained = out / folder(ds) / f"seed{seed}" / "pretrain"
     a = _sweep_args(kind, ds, cfg, out, methods, lams, noise_scales)
     k = cfg.eval.judges if judges and cfg.data.name != "sim" and kind == "main" else 0
+    if k and contest is not None:  # the judges score every method's practically selected checkpoint
+        scfg = seeded(cfg, seed)
+        data = prepare(scfg)
+        done["contest_judges"] = selected_judges(out / folder(ds) / f"seed{seed}", done["contest"]["methods"],
+                                                 SELECT, JudgeCache(out / folder(ds), k, _log).get(scfg, data), data,
+                                                 scfg.eval)
     done["result"] = sweep_seed(a["cfg"], a["param"], a["values"], a["methods"], a["out"], seed, fixed=a["fixed"],
                                 trace=a["trace"], log=lambda m: _log(f"{ds} {kind} seed {seed}: {m}"),
                                 judge_cache=JudgeCache(out / folder(ds), k, _log), select=SELECT, checkpoints=checkpoints,
@@ -173,6 +181,7 @@ def _main_results(ds: str, cfg: RunConfig, mine: list[dict[str, Any]], sw: dict[
     grid, epochs = contest
     res = jsonable(summarise_contest(per_seed, list(methods), grid, epochs))
     write_frontier(per_seed, out / f"frontier_{folder(ds)}.png", res["metric"])
+    res["judge_families"] = judge_agreement_over_seeds([d["contest_judges"] for d in mine if "contest_judges" in d])
     entry = {"config": configlib.to_dict(cfg), "metric": primary_metric(cfg), **sw["summary"], "contest": res,
              "judge_families": judge_agreement_over_seeds([s["base"] for s in sw["per_seed"] if "base" in s])}
     traces = {}
@@ -313,6 +322,10 @@ def _claim4_contest(ds: str, r: dict[str, Any]) -> str:
     best = max(r["series"]["exp_sft"], key=lambda p: p.get("high/ndcg@10", {}).get("mean", -1))
     agree = r.get("judge_families", {}).get(variant_label("exp_sft", r["param"], best["value"]))
     judged = f" At that λ, {_judges_sentence(agree)}." if agree else ""
+    contest_judged = r["contest"].get("judge_families", {})
+    if contest_judged:  # each method's practically selected policy, scored by the held-out judges
+        judged += (" The held-out judges on each method's selected policy (practical rule): "
+                   + "; ".join(f"`{m}`: {_judges_sentence(a)}" for m, a in contest_judged.items()) + ".")
     return (f"**Claim 4** ({ds}): `exp_sft`, selected on validation by the practical rule "
             f"({_picks(m['exp_sft']['selected']['practical'])}): {'; '.join(parts)}. Over λ ({_read_at(r)}), the "
             f"mean high/NDCG@10 peaks at λ = {best['value']} ({fmt(best.get('high/ndcg@10', {}).get('mean'), 4)})."

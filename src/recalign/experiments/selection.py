@@ -110,6 +110,31 @@ def checkpoint_every(cfg: RunConfig, n_windows: int, checkpoints: int) -> int:
     return max(1, math.ceil(planned_steps(cfg, n_windows) / checkpoints))
 
 
+def judge_checkpoint(run: str | Path, step: int, arrays: Mapping[str, np.ndarray], judges: list, data: Prepared,
+                     eval_cfg: EvalConfig) -> np.ndarray:
+    """The judges' values `[n_judges, n_users]` of checkpoint `step`'s own top-10 lists (`arrays`:
+    its `checkpoint_arrays`), scored by `eval.judge.judge_lists`."""
+    if "top10" not in arrays:
+        raise InputError(f"checkpoint {step} has no top-10 lists for the judges to score (saved before "
+                         "checkpoints kept them on real data): post-train the run again", path=run)
+    return judge_lists(judges, data.seq, data.split.test, arrays["top10"], eval_cfg.batch_size)
+
+
+def selected_judges(seed_dir: str | Path, methods: Mapping[str, Any], rule: str, judges: list, data: Prepared,
+                    eval_cfg: EvalConfig) -> dict[str, Any]:
+    """The judges on one contest seed's selections (`methods`: `contest_seed`'s per-method results,
+    runs under `seed_dir`): each method's checkpoint selected by `rule`, its top-10 lists scored by
+    every judge; returns `{"judge_agreement": compare.judge_agreement (each family's mean Δ vs
+    sft), "judge_validated": {family: beats the mean predictors out of fold}}`."""
+    res: dict[str, Any] = {"judge": {}}
+    for method, r in methods.items():
+        sel = r["selected"][rule]
+        run = Path(seed_dir) / sel["run"]
+        vals = judge_checkpoint(run, sel["step"], checkpoint_arrays(run, sel["step"]), judges, data, eval_cfg)
+        record_judges(res, method, judges, vals)
+    return {"judge_agreement": judge_agreement(res), "judge_validated": res.get("judge_validated", {})}
+
+
 def apply_selection(res: dict[str, Any], rule: str, judges: list | None = None, data: Prepared | None = None,
                     eval_cfg: EvalConfig | None = None) -> dict[str, Any]:
     """A comparison (`compare.compare_methods`, runs post-trained with `posttrain.checkpoint_every`)
@@ -138,10 +163,7 @@ def apply_selection(res: dict[str, Any], rule: str, judges: list | None = None, 
             res["true_value"][label] = arrays["true_value"]
         res["metrics"][label] = dict(rec["test"])
         if judges:
-            if "top10" not in arrays:
-                raise InputError(f"checkpoint {rec['step']} has no top-10 lists for the judges to score (saved before "
-                                 "checkpoints kept them on real data): post-train the run again", path=run)
-            vals = judge_lists(judges, data.seq, data.split.test, arrays["top10"], eval_cfg.batch_size)
+            vals = judge_checkpoint(run, rec["step"], arrays, judges, data, eval_cfg)
             res["metrics"][label].update(record_judges(res, label, judges, vals))
         res["selected"][label] = {"step": rec["step"], "valid": {metric: rec["valid"][metric]}, "test": rec["test"]}
     if judges:
