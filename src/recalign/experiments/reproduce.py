@@ -58,6 +58,7 @@ from recalign.experiments.contest import (
 )
 from recalign.experiments.logs import pool_map
 from recalign.experiments.presets import preset_config
+from recalign.experiments.selection import selected_judges
 from recalign.experiments.summary import (
     fmt,
     fmt_ess,
@@ -66,7 +67,6 @@ from recalign.experiments.summary import (
     seed_interval,
     verdict,
 )
-from recalign.experiments.selection import selected_judges
 from recalign.experiments.sweep import (
     JudgeCache,
     check_sweep,
