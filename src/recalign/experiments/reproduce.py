@@ -32,6 +32,7 @@ import math
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -133,23 +134,23 @@ def _seed_job(kind: str, ds: str, cfg: RunConfig, out: Path, seed: int, methods:
     those checkpoints."""
     t0 = time.perf_counter()
     done: dict[str, Any] = {"kind": kind, "dataset": ds, "seed": seed}
-    pretrained = None
+    root, pretrained = out / folder(ds), None
+    k = cfg.eval.judges if judges and cfg.data.name != "sim" and kind == "main" else 0
+    judge_cache = JudgeCache(root, k, _log)  # one per seed job: the contest's judges and the sweep's are loaded once
     if kind == "main" and contest is not None:
         grid, epochs = contest
         trace = {"ppo": max(1, cfg.posttrain.trace_every or 10)} if cfg.data.name == "sim" and "ppo" in methods else None
-        done["contest"] = contest_seed(cfg, out / folder(ds), methods, grid, epochs, seed, trace=trace, log=_log)
-        pretrained = out / folder(ds) / f"seed{seed}" / "pretrain"
+        done["contest"] = contest_seed(cfg, root, methods, grid, epochs, seed, trace=trace, log=_log)
+        pretrained = root / f"seed{seed}" / "pretrain"
+        if k:  # the judges score every method's practically selected checkpoint
+            scfg = seeded(cfg, seed)
+            data = prepare(scfg)
+            done["contest_judges"] = selected_judges(root / f"seed{seed}", done["contest"]["methods"], SELECT,
+                                                     judge_cache.get(scfg, data), data, scfg.eval)
     a = _sweep_args(kind, ds, cfg, out, methods, lams, noise_scales)
-    k = cfg.eval.judges if judges and cfg.data.name != "sim" and kind == "main" else 0
-    if k and contest is not None:  # the judges score every method's practically selected checkpoint
-        scfg = seeded(cfg, seed)
-        data = prepare(scfg)
-        done["contest_judges"] = selected_judges(out / folder(ds) / f"seed{seed}", done["contest"]["methods"],
-                                                 SELECT, JudgeCache(out / folder(ds), k, _log).get(scfg, data), data,
-                                                 scfg.eval)
     done["result"] = sweep_seed(a["cfg"], a["param"], a["values"], a["methods"], a["out"], seed, fixed=a["fixed"],
                                 trace=a["trace"], log=lambda m: _log(f"{ds} {kind} seed {seed}: {m}"),
-                                judge_cache=JudgeCache(out / folder(ds), k, _log), select=SELECT, checkpoints=checkpoints,
+                                judge_cache=judge_cache, select=SELECT, checkpoints=checkpoints,
                                 pretrained=pretrained)
     return {**done, "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -164,7 +165,7 @@ def _check(out: Path, datasets: list[str], methods: tuple[str, ...], jobs: int, 
         raise InputError("--methods must include sft (the baseline of every delta)")
     if not datasets:
         raise InputError("--datasets is empty")
-    clash = sorted({folder(d) for d in datasets if sum(folder(e) == folder(d) for e in datasets) > 1})
+    clash = sorted(name for name, n in Counter(map(folder, datasets)).items() if n > 1)
     if clash:
         raise InputError(f"--datasets names two datasets with the same file name ({', '.join(clash)}): their "
                          "folders under --out would clash; rename one")
