@@ -169,11 +169,15 @@ def test_context_blind_policy_mixes_contexts_by_their_mass():
     assert float((out["context"] - out["global"]).abs().sum()) > 0.1
 
 
-def test_rank_transform_converges_to_pi_beta_exp_rank_reward():
+@pytest.mark.parametrize("kind", ["rank", "user_rank"])
+def test_rank_transform_converges_to_pi_beta_exp_rank_reward(kind):
     """With `reward_transform = rank` the weights are `exp(rank_r/λ)`, `rank_r` the global
     mid-rank quantile of the row's reward (over the dataset rows, so counted N[c, a] times)
-    mapped onto [r_min, r_max]; the target is then `π_β·exp(rank_r(c,a)/λ)/Z_rank(c)`."""
-    rank_rew = transform_rewards(REW, kind="rank")
+    mapped onto [r_min, r_max]; the target is then `π_β·exp(rank_r(c,a)/λ)/Z_rank(c)`. With
+    `user_rank` (exp_sft's default) the quantile is within the row's user, here its context (a
+    user is the context that generated its sequence): the same target with per-user ranks, under
+    both normalisations the defaults contest weighed (`global` chosen, `context`)."""
+    rank_rew = transform_rewards(REW, users=CTX if kind == "user_rank" else None, kind=kind)
     table = torch.zeros(C, A, dtype=torch.float64)
     table[CTX, ACT] = rank_rew  # equal rewards get equal ranks: one value per (c, a)
     target = PI_B * torch.exp(table / LAM)

@@ -82,9 +82,10 @@ class PostTrainConfig:
     lam: float = field(1.0, "temperature λ of exponential weights exp(r/λ) (paper's knob)", check=POSITIVE)
     weight_norm: Literal["global", "batch", "context", "none"] = field("global", "normaliser Z of the weights")
     max_weight: float = field(0.0, "clip normalised weights at this value (0 = no clip)", check=NON_NEGATIVE)
-    reward_transform: Literal["none", "standardize", "user_center", "rank", "user_rank"] = field(
-        "none", "reward transform before weighting; rank / user_rank: the reward's mid-rank quantile (global / within "
-        "its user) mapped onto the training rewards' range [r_min, r_max]")
+    reward_transform: Literal["auto", "none", "standardize", "user_center", "rank", "user_rank"] = field(
+        "auto", "reward transform before weighting; rank / user_rank: the reward's mid-rank quantile (global / within "
+        "its user) mapped onto the training rewards' range [r_min, r_max]; auto: the method's own default "
+        "(exp_sft: user_rank, chosen on validation, docs/reproduce/defaults.md; every other method: none)")
     log_clip_quantile: float = field(0.0, "cap log weights at their q-quantile over the training set + log(log_clip_ratio), "
                                           "before normalisation, so one outlier cannot dominate Z (0 = off)", check=FRACTION)
     log_clip_ratio: float = field(10.0, "with log_clip_quantile: the largest weight as a multiple of the q-quantile weight",
@@ -111,7 +112,8 @@ class PostTrainConfig:
     ips_clip: float = field(10.0, "ips: cap of the importance ratio π_θ/π_β (0 = no cap)", check=NON_NEGATIVE)
     topk: int = field(0, "ips: slate size K of the top-K correction K(1−π)^(K−1) (0 = off; Chen et al. 2019)", check=NON_NEGATIVE)
     asft_weight: Literal["exp", "pos"] = field("exp", "asft: w = exp(A/λ) or max(A, 0), A = r − b(s)")
-    epochs: int = field(5, "post-training epochs", check=AT_LEAST_ONE)
+    epochs: int = field(6, "post-training epochs (6: chosen with exp_sft's defaults, docs/reproduce/defaults.md)",
+                        check=AT_LEAST_ONE)
     lr: float = field(1e-4, "post-training learning rate", check=POSITIVE)
     batch_size: int = field(0, "post-training sequences per step (0 = train.batch_size)", check=NON_NEGATIVE)
     trace_every: int = field(0, "every N steps, trace the policy on validation contexts (true value on the "

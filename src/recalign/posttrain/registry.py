@@ -13,6 +13,7 @@ module name in `BUILTIN_MODULES`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,13 +77,23 @@ class Method:
     # dropout 0 (unless `model.dropout` is set explicitly), so that the ratio is 1 at the start
     # instead of dropout noise (as TRL's `disable_dropout=True` for DPO/PPO).
     disable_dropout: ClassVar[bool] = False
+    # what `reward_transform = auto` (the default) means for this method: its own default
+    default_transform: ClassVar[str] = "none"
 
     def __init__(self, pt: PostTrainConfig | None = None):
-        self.pt = pt if pt is not None else PostTrainConfig()
+        self.pt = self.resolve(pt if pt is not None else PostTrainConfig())
         self.ctx: PostTrainContext | None = None
         self.stats: dict[str, Any] = {}
         self._sums: dict[str, Any] = {}
         self._calls = 0
+
+    @classmethod
+    def resolve(cls, pt: PostTrainConfig) -> PostTrainConfig:
+        """`pt` with the method's defaults in place of `auto` (`reward_transform = auto`: the
+        method's `default_transform`); any other value is kept as given."""
+        if pt.reward_transform == "auto":
+            return dataclasses.replace(pt, reward_transform=cls.default_transform)
+        return pt
 
     # -------------------------------------------------------------- the interface
     def setup(self, ctx: PostTrainContext) -> dict[str, Any]:

@@ -22,7 +22,12 @@ every weight 1; the user (the context that generated the sequence) is the finest
 changes anything: every user counts as much as in SFT, whatever their rewards.
 Every weight is computed in log space (`log_weights` → `normalize`), then optionally clipped at
 `max_weight`. The threshold of `filtered_sft` applies to the transformed reward (the raw reward
-with the default `reward_transform = none`).
+for `filtered_sft`'s default, `reward_transform = auto` = none).
+
+`reward_transform = auto` (the config default) is each method's own default
+(`Method.default_transform`): `user_rank` for `exp_sft` (each reward's mid-rank quantile within
+its user, mapped onto the rating range: chosen on validation, docs/reproduce/defaults.md),
+`none` for every other method.
 """
 
 from __future__ import annotations
@@ -198,6 +203,10 @@ class ExpSFT(WeightedSFT):
     description = "exponential reward-weighted SFT, w = exp(r/λ)/Z (Chidambaram et al. 2026)"
     knobs = ("lam", "weight_norm", "max_weight", "reward_transform", "log_clip_quantile", "log_clip_ratio",
              "lam_rule", "lam_target_ess")
+    # the within-user rank quantile: chosen on validation over four simulated worlds and two
+    # MovieLens sets (docs/reproduce/defaults.md); `--set posttrain.reward_transform="none"` gives
+    # the paper's raw exp(r/λ)
+    default_transform = "user_rank"
 
     def uses_lam(self) -> bool:
         return True
