@@ -168,18 +168,26 @@ def _ctx(data, sets=(), model=None, rm=None):
 def test_exp_sft_weights_global_context_and_transform():
     """Targets (rows 1, 2, 9, 10, 11) with rewards 1, 2 | 1, 1, 3 and λ = 1: global weights are
     exp(r)/mean(exp(r)); context weights average 1 within each user; user_center makes user 2's
-    rewards −2/3, −2/3, 4/3 before exponentiating."""
+    rewards −2/3, −2/3, 4/3 before exponentiating. With no knob set (`reward_transform = auto` =
+    user_rank for exp_sft) user 0's rewards 1, 2 become quantiles 0, 1 and user 2's 1, 1, 3 the
+    mid-rank quantiles 1/4, 1/4, 1, mapped onto the training range [1, 3]: 1, 3 | 1.5, 1.5, 3."""
     r = [0, 1, 2, 0, 0, 0, 0, 0, 0, 1, 1, 3, 0, 0]
     data = _table([0] * 5 + [1] * 3 + [2] * 6, r)
     rows = [1, 2, 9, 10, 11]
+    m = get_method("exp_sft", load_config(None, []).posttrain)
+    assert m.reward_transform == "user_rank"
+    m.setup(_ctx(data))
+    u = np.exp([1.0, 3.0, 1.5, 1.5, 3.0])
+    np.testing.assert_allclose(m._w[rows].numpy(), u / u.mean(), rtol=1e-6)
+
     e = np.exp([1.0, 2.0, 1.0, 1.0, 3.0])
-    m = get_method("exp_sft", load_config(None, ["posttrain.lam=1.0"]).posttrain)
+    m = get_method("exp_sft", load_config(None, ["posttrain.lam=1.0", 'posttrain.reward_transform="none"']).posttrain)
     st = m.setup(_ctx(data))
     np.testing.assert_allclose(m._w[rows].numpy(), e / e.mean(), rtol=1e-6)
     assert st["weight_mean"] == pytest.approx(1.0)
     assert st["ess"] == pytest.approx(e.sum() ** 2 / (5 * (e ** 2).sum()))
 
-    m = get_method("exp_sft", load_config(None, ['posttrain.weight_norm="context"']).posttrain)
+    m = get_method("exp_sft", load_config(None, ['posttrain.weight_norm="context"', 'posttrain.reward_transform="none"']).posttrain)
     m.setup(_ctx(data))
     w = m._w[rows].numpy()
     assert w[:2].mean() == pytest.approx(1.0) and w[2:].mean() == pytest.approx(1.0)

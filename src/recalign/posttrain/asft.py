@@ -59,8 +59,8 @@ class ASFT(WeightedSFT):
             raise InputError("asft needs the reference policy π_0")
         if self.pt.asft_weight == "exp" and not self.pt.lam > 0:
             raise InputError(f"posttrain.lam must be > 0; got {self.pt.lam}")
-        if self.pt.reward_transform in ("rank", "user_rank"):
-            raise InputError(f"asft does not support reward_transform = {self.pt.reward_transform} (the baseline "
+        if self.reward_transform in ("rank", "user_rank"):
+            raise InputError(f"asft does not support reward_transform = {self.reward_transform} (the baseline "
                              "b(s) has no rank among the logged rewards); use none, standardize or user_center")
         self._lam = self.pt.lam
         self._baseline = reference_value(ctx)
@@ -73,7 +73,7 @@ class ASFT(WeightedSFT):
 
     def row_log_weights(self, ctx, rows, rewards):
         b = self._baseline[torch.as_tensor(rows, device=self._baseline.device)].cpu()
-        if self.pt.reward_transform == "standardize":  # (r − m)/s − (b − m)/s = (r − b)/s
+        if self.reward_transform == "standardize":  # (r − m)/s − (b − m)/s = (r − b)/s
             std = float(rewards.std(unbiased=False))
             if std > 0:
                 rewards, b = rewards / std, b / std

@@ -58,7 +58,7 @@ class CQL(Method):
             raise InputError(f"posttrain.gamma must be in [0, 1); got {self.pt.gamma}")
         if self.pt.cql_alpha < 0:
             raise InputError(f"posttrain.cql_alpha must be >= 0; got {self.pt.cql_alpha}")
-        self._reward, rows = reward_table(ctx)
+        self._reward, rows = reward_table(ctx, self.reward_transform)
         r = self._reward[torch.as_tensor(rows, device=self._reward.device)]
         return {"gamma": self.pt.gamma, "cql_alpha": self.pt.cql_alpha, "reward_mean": float(r.mean())}
 

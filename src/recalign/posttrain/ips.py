@@ -33,7 +33,7 @@ class IPS(Method):
             raise InputError("ips needs the reference policy π_0 (the propensity estimate)")
         if self.pt.ips_clip < 0 or self.pt.topk < 0:
             raise InputError("posttrain.ips_clip and posttrain.topk must be >= 0 (0 = off)")
-        self._reward, rows = reward_table(ctx)
+        self._reward, rows = reward_table(ctx, self.reward_transform)
         self._logp0 = reference_target_logp(ctx)
         lp = self._logp0[torch.as_tensor(rows, device=self._logp0.device)]
         return {"behavior_logp_mean": float(lp.mean()), "ips_clip": self.pt.ips_clip, "topk": self.pt.topk}

@@ -81,7 +81,7 @@ class Method:
     default_transform: ClassVar[str] = "none"
 
     def __init__(self, pt: PostTrainConfig | None = None):
-        self.pt = self.resolve(pt if pt is not None else PostTrainConfig())
+        self.pt = pt if pt is not None else PostTrainConfig()
         self.ctx: PostTrainContext | None = None
         self.stats: dict[str, Any] = {}
         self._sums: dict[str, Any] = {}
@@ -94,6 +94,12 @@ class Method:
         if pt.reward_transform == "auto":
             return dataclasses.replace(pt, reward_transform=cls.default_transform)
         return pt
+
+    @property
+    def reward_transform(self) -> str:
+        """`posttrain.reward_transform` with `auto` resolved (`default_transform`)."""
+        kind = self.pt.reward_transform
+        return self.default_transform if kind == "auto" else kind
 
     # -------------------------------------------------------------- the interface
     def setup(self, ctx: PostTrainContext) -> dict[str, Any]:

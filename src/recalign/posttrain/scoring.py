@@ -68,13 +68,13 @@ def lookup(table: Tensor, target_rows: Tensor) -> Tensor:
     return table[target_rows.clamp_min(0)]
 
 
-def reward_table(ctx: PostTrainContext) -> tuple[Tensor, np.ndarray]:
-    """Rewards of the training targets after `posttrain.reward_transform` (statistics over the
+def reward_table(ctx: PostTrainContext, kind: str) -> tuple[Tensor, np.ndarray]:
+    """Rewards of the training targets after the transform `kind` (statistics over the
     training targets), as a per-row float32 table; also returns the target rows."""
     inter = ctx.data.inter
     rows = np.flatnonzero(training_target_rows(ctx.data.split))
     r = transform_rewards(torch.from_numpy(inter.reward[rows].astype(np.float64)),
-                          torch.from_numpy(inter.user[rows]), ctx.pt.reward_transform)
+                          torch.from_numpy(inter.user[rows]), kind)
     return row_table(len(inter), rows, r, 0.0, ctx.device), rows
 
 

@@ -75,7 +75,7 @@ class WeightedSFT(Method):
     def transformed_rewards(self, ctx: PostTrainContext, rows: np.ndarray) -> Tensor:
         inter = ctx.data.inter
         return transform_rewards(torch.from_numpy(inter.reward[rows].astype(np.float64)),
-                                 torch.from_numpy(inter.user[rows]), self.pt.reward_transform)
+                                 torch.from_numpy(inter.user[rows]), self.reward_transform)
 
     def prepare(self, ctx: PostTrainContext) -> dict[str, Any]:
         inter = ctx.data.inter
