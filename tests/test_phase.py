@@ -119,14 +119,14 @@ def test_phase_writes_the_documented_files(phase_run, capsys):
     assert (out / "phase.png").stat().st_size > 10_000 and "Δ(exp_sft − dpo)" in (out / "phase.md").read_text()
     assert res["x"] == {"field": "sim.noise_scale", "values": ["0.5", "2"]}
     assert res["y"] == {"field": "sim.selection", "values": ["0", "1"]}
-    assert res["rivals"] == ["ppo", "dpo"] and res["methods"] == ["sft", "exp_sft", "ppo", "dpo"]
+    assert res["rivals"] == ["sft", "ppo", "dpo"] and res["methods"] == ["sft", "exp_sft", "ppo", "dpo"]
     assert res["rule"] == "practical" and res["metric"] == "true_value" and res["seeds"] == 1
     assert [(c["x"], c["y"]) for c in res["cells"]] == [("0.5", "0"), ("2", "0"), ("0.5", "1"), ("2", "1")]
     for c in res["cells"]:
         contest = json.loads((out / c["folder"] / "contest.json").read_text())
         assert contest["config"]["sim"]["noise_scale"] == float(c["x"])
         assert contest["config"]["sim"]["selection"] == float(c["y"])
-        for rival in ("ppo", "dpo"):
+        for rival in ("sft", "ppo", "dpo"):
             d = c["deltas"][rival]
             assert {"mean", "lo", "hi", "interval", "per_seed", "verdict", "seeds_positive"} <= set(d)
             assert d["interval"] == "bootstrap over users (1 seed)" and d["lo"] <= d["mean"] <= d["hi"]

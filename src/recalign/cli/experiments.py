@@ -280,7 +280,7 @@ def _add_phase(sub: argparse._SubParsersAction) -> None:
                    "its values, e.g. sim.noise_scale=0.25,0.5,1")
     p.add_argument("--y", required=True, metavar="FIELD=V1,V2,...", help="the vertical axis, e.g. sim.selection=0,1,2")
     p.add_argument("--methods", default="sft,exp_sft,ppo,dpo", help="comma-separated methods with a contest grid "
-                   "(default sft,exp_sft,ppo,dpo); exp_sft and at least one of ppo, dpo are needed")
+                   "(default sft,exp_sft,ppo,dpo); exp_sft and at least one other: exp_sft is compared with each")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell (each: a new world, π0 and reward model; "
                    "default 3)")
     p.add_argument("--jobs", type=int, default=0, help="seeds of a cell run in parallel processes (default: one per "

@@ -11,16 +11,18 @@ not re-run, after checking that it was made with the same settings (configuratio
 seeds, grid, epochs); an interrupted cell continues from its finished runs.
 
 Per cell, under the practical selection rule (validation `high/ndcg@10`: what a practitioner
-could apply), the best (selected) `exp_sft` is compared with the best `ppo` and the best `dpo`:
+could apply), the best (selected) `exp_sft` is compared with the best of every other method of
+`--methods` (its rivals: by default `sft`, `ppo` and `dpo`; `--methods sft,exp_sft` asks only
+where exp_sft falls below sft):
 Δ = exp_sft − rival on the test contexts' true value of the top-10, paired per user on the
 selected checkpoints' own values (`eval.stats.paired_delta`: a t interval over the seeds' mean
 differences; one seed: a bootstrap over users, which says nothing about another world), with a
 verdict from the interval (`summary.verdict`: holds = exp_sft ahead, contradicted = the rival
 ahead, inconclusive).
 
-Writes `phase.json` (per cell: both deltas with intervals and verdicts, each method's selected
+Writes `phase.json` (per cell: each rival's delta with intervals and verdicts, each method's selected
 test value, the reward model's error on each selected policy's top-10), `phase.md` (a table per
-rival) and `phase.png` (two heat maps; each cell annotated with the mean Δ, boxed where the
+rival) and `phase.png` (a heat map per rival; each cell annotated with the mean Δ, boxed where the
 interval excludes zero).
 """
 
@@ -54,7 +56,6 @@ from recalign.experiments.summary import fmt, verdict
 from recalign.train.checkpoint import atomic_write_text
 
 HERO = "exp_sft"
-RIVALS = ("ppo", "dpo")
 RULE = "practical"
 PHASE_METHODS = ("sft", "exp_sft", "ppo", "dpo")
 RESERVED = ("posttrain.epochs", "posttrain.checkpoint_every")  # the contest sets them
@@ -102,8 +103,8 @@ def parse_axis(flag: str, text: str, cfg: RunConfig, grid: Grid, methods: Sequen
 def check_phase(x: Axis, y: Axis, methods: Sequence[str], seeds: int) -> None:
     if x.field == y.field:
         raise InputError(f"--x and --y both vary {x.field}; the two axes need two different fields")
-    if HERO not in methods or not any(r in methods for r in RIVALS):
-        raise InputError(f"--methods must include {HERO} and at least one of {', '.join(RIVALS)}; got "
+    if HERO not in methods or len(methods) < 2:
+        raise InputError(f"--methods must include {HERO} and at least one rival (sft, ppo, dpo, ...); got "
                          f"{', '.join(methods)}")
     if seeds < 1:
         raise InputError(f"--seeds must be at least 1, got {seeds}")
@@ -169,7 +170,7 @@ def run_phase(cfg: RunConfig, out: str | Path, x: Axis, y: Axis, methods: Sequen
         raise InputError(f"phase compares the simulator's true values; --data must be sim, got {cfg.data.name!r}")
     methods = check_methods(load_grid(grid), methods)
     check_phase(x, y, methods, seeds)
-    rivals = [r for r in RIVALS if r in methods]
+    rivals = [m for m in methods if m != HERO]  # every other method, sft included
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells = []
