@@ -173,7 +173,7 @@ def test_demo_cli_default_folder_seed_labels_files_and_figures(tmp_path, monkeyp
                      "seed1/"]
     assert all((folder / n).exists() for n in named)
     assert "pretrain, reward_model, sft, linear_sft_weight_norm_global_, linear_sft_weight_norm_context_, " \
-           "exp_sft_lam_0.5_, exp_sft_lam_2.0_, ppo_kl_coef_0.03_, ppo_kl_coef_0.3_, dpo_beta_0.1_, dpo_beta_1.0_" in tail[7]
+           "exp_sft_lam_1.0_, exp_sft_lam_2.0_, ppo_kl_coef_0.03_, ppo_kl_coef_0.3_, dpo_beta_0.1_, dpo_beta_1.0_" in tail[7]
     res = json.loads((folder / "results.json").read_text())
     assert list(res["files"]) == named
     picked = [sel["run"] for sel in res["methods"]["ppo"]["selected"]["practical"]]  # the hacking figure's runs
