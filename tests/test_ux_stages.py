@@ -199,3 +199,18 @@ def test_lam_rule_ess_is_recorded_in_the_run(run, tmp_path, capsys):
     assert setup["lam_rule"] == "ess" and 0.05 <= setup["lam"] <= 100 and setup["lam_reason"]
     assert setup["lam_ess"] >= 0.8 and setup["ess"] >= 0.8 - 1e-9
     assert "lam" in capsys.readouterr().err
+
+
+def test_posttrain_with_no_knob_runs_each_methods_defaults(run, tmp_path):
+    """No post-training knob set: exp_sft runs its defaults (docs/reproduce/defaults.md: user_rank
+    rewards, λ = 1, global weights, 6 epochs) and linear_sft its own (no transform); each run's
+    config.toml records the resolved transform, not `auto`."""
+    from recalign.train.runfolder import read_config
+
+    for method, transform in (("exp_sft", "user_rank"), ("linear_sft", "none")):
+        out = tmp_path / method
+        assert main(["posttrain", "--init", str(run), "--method", method, "--out", str(out)]) == 0
+        pt = read_config(out).posttrain
+        assert (pt.reward_transform, pt.weight_norm, pt.epochs) == (transform, "global", 6)
+        assert json.loads((out / "state.json").read_text())["setup"]["ess"] > 0
+    assert read_config(tmp_path / "exp_sft").posttrain.lam == 1.0
