@@ -13,7 +13,6 @@ module name in `BUILTIN_MODULES`.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,14 +85,6 @@ class Method:
         self.stats: dict[str, Any] = {}
         self._sums: dict[str, Any] = {}
         self._calls = 0
-
-    @classmethod
-    def resolve(cls, pt: PostTrainConfig) -> PostTrainConfig:
-        """`pt` with the method's defaults in place of `auto` (`reward_transform = auto`: the
-        method's `default_transform`); any other value is kept as given."""
-        if pt.reward_transform == "auto":
-            return dataclasses.replace(pt, reward_transform=cls.default_transform)
-        return pt
 
     @property
     def reward_transform(self) -> str:

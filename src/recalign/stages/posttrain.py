@@ -99,7 +99,8 @@ def plan_posttrain(init_run: Path, method: str | None, overrides: list[str],
     if method is not None:
         cfg = dataclasses.replace(cfg, posttrain=dataclasses.replace(cfg.posttrain, method=method))
     meth = get_method(cfg.posttrain.method, cfg.posttrain)
-    cfg = dataclasses.replace(cfg, posttrain=type(meth).resolve(cfg.posttrain))  # config.toml records what runs
+    # config.toml records what runs: `auto` replaced by the method's own transform
+    cfg = dataclasses.replace(cfg, posttrain=dataclasses.replace(cfg.posttrain, reward_transform=meth.reward_transform))
     check_posttrain_keys(set_values, meth, trains_reward_model=meth.needs_reward_model and not reward_model_given)
     keys = set(flat_keys(given))
     rebuild: dict[str, Any] = {}
